@@ -1,0 +1,86 @@
+"""Shipped weights of the miniature world: safetensors files plus a manifest, verified on load.
+
+``manifest.json`` maps a weights name to {file, sha256, config, seed, steps, losses, dtype, train_seconds}.
+Loading checks the sha256 before reading a single tensor and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+MANIFEST = "manifest.json"
+
+
+class WeightsError(RuntimeError):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def save(name: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any], *, seed: int, steps: int,
+         losses: dict[str, float], train_seconds: float, half: bool = True,
+         directory: Path = WEIGHTS_DIR) -> Path:
+    """Write ``name.safetensors`` (fp16 floats when ``half``) and its manifest entry atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in state_dict.items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point():
+            v = v.to(torch.float16)
+        tensors[k] = v
+    path = directory / f"{name}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+    manifest = read_manifest(directory)
+    manifest[name] = {
+        "file": path.name, "sha256": sha256_file(path), "config": config, "seed": seed, "steps": steps,
+        "losses": {k: float(v) for k, v in losses.items()}, "dtype": "float16" if half else "float32",
+        "train_seconds": round(float(train_seconds), 1), "torch": torch.__version__,
+    }
+    tmp_m = directory / (MANIFEST + ".tmp")
+    tmp_m.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_m, directory / MANIFEST)
+    return path
+
+
+def entry(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    manifest = read_manifest(directory)
+    if name not in manifest:
+        raise WeightsError(f"{directory / MANIFEST}: no entry {name!r} (have: {sorted(manifest)}); "
+                           f"run `make mini-weights` to train the miniature world")
+    return manifest[name]
+
+
+def load(name: str, directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(float32 state dict, config) for ``name``, after checking the file's sha256 against the manifest."""
+    e = entry(name, directory)
+    path = directory / e["file"]
+    if not path.exists():
+        raise WeightsError(f"{path}: missing weights file for {name!r}")
+    digest = sha256_file(path)
+    if digest != e["sha256"]:
+        raise WeightsError(f"{path}: sha256 {digest} does not match the manifest ({e['sha256']}); refusing to load")
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    return sd, e["config"]
