@@ -1,0 +1,16 @@
+"""stepbench: fair benchmarking of one-step and multi-step image generators.
+
+    import bench
+    df = bench.load("results/bench.duckdb")   # one row per cell: metrics, NFE, latency, MMHM
+"""
+
+__version__ = "0.1.0"
+
+
+def load(db: str = "results/bench.duckdb"):
+    """The result store as a tidy pandas DataFrame (one row per cell, metric columns, MMHM)."""
+    from bench.store import load as _load
+    return _load(db)
+
+
+__all__ = ["load", "__version__"]

@@ -1,0 +1,46 @@
+# stepbench: `make bench` runs the default suite on the embedded miniature world; `make test` runs the tests.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+SUITE   ?= suites/mini.yaml
+DB      ?= results/bench.duckdb
+STAMP   := $(VENV)/.stepbench-installed
+
+.PHONY: setup test test-slow bench report perf lint mini-weights clean
+
+setup: $(STAMP)
+
+# torch/torchvision first (pinned builds), then the project with its extras; re-runs only when pyproject changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[hf,test]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/bench run $(SUITE) --db $(DB)
+	$(BIN)/bench report --db $(DB) --suite $(SUITE)
+
+report: setup
+	$(BIN)/bench report --db $(DB) --suite $(SUITE)
+
+perf: setup
+	mkdir -p results/perf
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=results/perf/perf.json -p no:randomly
+
+lint: setup
+	$(BIN)/python -m pip install -q ruff
+	$(BIN)/ruff check bench tests
+
+mini-weights: setup
+	$(BIN)/python -m bench.mini.train
+
+clean:
+	rm -rf results reports

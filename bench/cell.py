@@ -1,0 +1,72 @@
+"""A Cell is one point of a sweep: (model, steps, cfg, solver, dataset, seed, sample plan, metrics).
+
+Its key is a sha256 over canonical JSON of everything that changes the numbers: the model spec and its
+weights' content hash, the adapter's code version, the sampler settings, the dataset's content fingerprint,
+the seed and sample plan, and every metric's name, options and code version. Two cells with equal keys
+produce equal numbers; a change to any of those inputs gives a new key (no name-keyed caches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.models.base import ModelSpec, SamplerSettings
+
+KEY_SCHEMA = "cell-key-1"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """How labels are drawn: one per reference image (the paper), k per class, or uniform random."""
+    kind: str = "per_reference"      # per_reference | per_class | uniform
+    n: int | None = None             # per_reference: first n references (None = all); per_class: k; uniform: total
+
+    def describe(self) -> str:
+        return self.kind if self.n is None else f"{self.kind}:{self.n}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    suite: str
+    model: ModelSpec
+    dataset: str                      # dataset id within the suite
+    dataset_source: str
+    dataset_options: dict[str, Any]
+    steps: int | None
+    cfg: float | None
+    solver: str | None
+    seed: int
+    plan: SamplePlan
+    metrics: dict[str, dict[str, Any]]   # metric name -> options
+    batch_size: int
+    dtype: str = "float32"
+    extras: dict[str, Any] = field(default_factory=dict)   # free-form, not part of the key
+
+    def settings(self) -> SamplerSettings:
+        return SamplerSettings(steps=self.steps or 0, cfg=1.0 if self.cfg is None else float(self.cfg),
+                               solver=self.solver, seed=self.seed, options=self.model.options)
+
+    def config(self) -> dict[str, Any]:
+        """The frozen run spec stored beside every result (everything but batch size and extras)."""
+        return {
+            "suite": self.suite, "model": asdict(self.model), "dataset": self.dataset,
+            "dataset_source": self.dataset_source, "dataset_options": self.dataset_options,
+            "steps": self.steps, "cfg": self.cfg, "solver": self.solver, "seed": self.seed,
+            "plan": asdict(self.plan), "metrics": self.metrics, "dtype": self.dtype,
+        }
+
+    def key(self, *, adapter_version: str, weights_id: str, dataset_fingerprint: str,
+            metric_versions: dict[str, str]) -> str:
+        """Content key. Batch size is deliberately absent: results do not depend on it (tested)."""
+        payload = {
+            "schema": KEY_SCHEMA, "cell": self.config(), "adapter_version": adapter_version, "weights": weights_id,
+            "dataset_fingerprint": dataset_fingerprint, "metric_versions": metric_versions,
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()

@@ -1,0 +1,66 @@
+"""Evaluate pre-generated images: a folder of PNG/JPEG files or an ADM-style ``.npz`` (``arr_0`` NHWC uint8,
+optional labels in ``arr_1`` or ``labels``). Sample i is the i-th file in sorted name order / the i-th row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.data.imagefolder import EXTS, load_rgb
+from bench.models.base import ModelSpec, SamplerSettings
+
+
+class Samples:
+    family = "samples"
+    version = "samples-1"
+    sweeps = False           # no steps / cfg axes: the images are already made
+
+    def load(self, spec: ModelSpec, device: torch.device) -> None:
+        if not spec.weights:
+            raise ValueError(f"model {spec.id!r}: adapter 'samples' needs weights: a folder of images or an .npz file")
+        path = Path(spec.weights)
+        self.labels_given: torch.Tensor | None = None
+        if path.suffix == ".npz":
+            if not path.is_file():
+                raise ValueError(f"model {spec.id!r}: weights {str(path)!r} does not exist")
+            with np.load(path, allow_pickle=False) as z:
+                if "arr_0" not in z:
+                    raise ValueError(f"{path}: no 'arr_0' array (expected NHWC uint8 images)")
+                arr = z["arr_0"]
+                lab = z["arr_1"] if "arr_1" in z else (z["labels"] if "labels" in z else None)
+            if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+                raise ValueError(f"{path}: arr_0 must be NHWC uint8 with 3 channels, got {arr.dtype} {arr.shape}")
+            self.images = torch.from_numpy(arr)
+            if lab is not None:
+                if len(lab) != len(arr):
+                    raise ValueError(f"{path}: {len(lab)} labels for {len(arr)} images")
+                self.labels_given = torch.from_numpy(np.asarray(lab)).long()
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in EXTS)
+            if not files:
+                raise ValueError(f"{path}: no images ({', '.join(sorted(EXTS))})")
+            size = spec.options.get("resolution")
+            self.images = torch.from_numpy(np.stack([load_rgb(p, size) for p in files]))
+        else:
+            raise ValueError(f"model {spec.id!r}: weights {str(path)!r} is neither a folder nor an .npz file")
+
+    def plan(self, labels: torch.Tensor, sample_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples' own labels win over the plan's; there must be enough samples."""
+        n = len(labels)
+        if len(self.images) < n:
+            raise ValueError(f"the sample plan needs {n} images but only {len(self.images)} were provided")
+        if self.labels_given is not None:
+            return self.labels_given[:n].clone(), sample_ids
+        return labels, sample_ids
+
+    def networks(self) -> list[nn.Module]:
+        return []
+
+    def nfe_per_image(self, s: SamplerSettings) -> int:
+        return 0
+
+    def generate(self, labels: torch.Tensor, sample_ids: torch.Tensor, s: SamplerSettings) -> torch.Tensor:
+        return self.images[sample_ids]

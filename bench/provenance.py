@@ -1,0 +1,112 @@
+"""Environment fingerprint and content hashes of weights, stored with every run and cell."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("torch", "torchvision", "torch-fidelity", "open-clip-torch", "transformers", "diffusers", "numpy",
+            "duckdb", "pillow", "stepbench")
+_HASH_CACHE = Path(os.environ.get("STEPBENCH_HASH_CACHE", Path.home() / ".cache" / "stepbench" / "file-hashes.json"))
+_lock = threading.Lock()
+
+
+def git_sha() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device, dtype: str) -> dict[str, Any]:
+    return {
+        "git_sha": git_sha(), "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": versions(), "device": str(device), "device_name": device_name(device), "dtype": dtype,
+        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+    }
+
+
+def sha256_path(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names + contents); cached by path+size+mtime."""
+    p = Path(path).resolve()
+    if p.is_dir():
+        h = hashlib.sha256(b"dir/1")
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(str(f.relative_to(p)).encode() + b"\0" + sha256_path(f).encode())
+        return h.hexdigest()
+    st = p.stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    with _lock:
+        cache = _read_cache()
+        hit = cache.get(str(p))
+        if hit and hit[0] == stamp:
+            return hit[1]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _lock:
+        cache = _read_cache()
+        cache[str(p)] = [stamp, digest]
+        _write_cache(cache)
+    return digest
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(_HASH_CACHE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict) -> None:
+    try:
+        _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _HASH_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, _HASH_CACHE)
+    except OSError:
+        pass   # the cache is an optimisation only
+
+
+def weights_id(adapter: Any, spec) -> str:
+    """What identifies a model's weights in cell keys: the adapter's own answer, a local path's content hash,
+    or the given string (a hub id, which should carry a revision to be reproducible)."""
+    if hasattr(adapter, "weights_id"):
+        return adapter.weights_id(spec)
+    if spec.weights and Path(spec.weights).exists():
+        return "sha256:" + sha256_path(spec.weights)
+    return f"ref:{spec.weights}"

@@ -1,0 +1,303 @@
+"""The one loop: plan -> skip stored -> generate -> score -> store.
+
+Each model is loaded once; each dataset and metric is built once per run (reference statistics cached on
+disk by content hash). Images stream from the generator straight into every metric accumulator. A failing
+cell is stored with its error and the sweep goes on; a killed run resumes where it stopped, because each
+cell is written in one transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import signal
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from bench import provenance, registry
+from bench.cell import Cell, canonical_json
+from bench.data.base import plan_labels, prompts_for
+from bench.suite import Suite
+from bench.store import ResultStore
+from bench.timing import NFECounter, measure, sync
+
+OVERWRITE = ("never", "missing", "always")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CellError(RuntimeError):
+    """A problem with one cell's generation or scoring (recorded; the sweep goes on)."""
+
+
+@dataclass
+class RunSummary:
+    planned: int = 0
+    skipped: int = 0
+    ran: int = 0
+    failed: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def check_images(images: Any, n: int, where: str) -> torch.Tensor:
+    if not torch.is_tensor(images):
+        raise CellError(f"{where}: generator returned {type(images).__name__}, expected a uint8 tensor")
+    if images.dtype != torch.uint8:
+        raise CellError(f"{where}: generator returned dtype {images.dtype}, expected torch.uint8 NHWC")
+    if images.dim() != 4 or images.shape[0] != n or images.shape[-1] != 3:
+        raise CellError(f"{where}: generator returned shape {tuple(images.shape)}, expected ({n}, H, W, 3)")
+    return images
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image.cpu().numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tensor, sample_ids: torch.Tensor,
+                device: torch.device, keep: int = 0, bar: tqdm | None = None) -> dict[str, Any]:
+    """Generate ``sample_ids`` in batches and feed every accumulator; returns counts, NFE and kept samples."""
+    s = cell.settings()
+    counter = NFECounter()
+    autocast = (torch.autocast(device.type, dtype=DTYPES[cell.dtype]) if cell.dtype != "float32" else nullcontext())
+    kept: list[tuple[int, int, bytes]] = []
+    gen_s = score_s = 0.0
+    with counter.watch(gen.networks()):
+        for start in range(0, len(sample_ids), cell.batch_size):
+            ids = sample_ids[start:start + cell.batch_size]
+            ys = labels[start:start + cell.batch_size]
+            t0 = time.perf_counter()
+            with autocast:
+                images = gen.generate(ys, ids, s)
+            sync(device)
+            t1 = time.perf_counter()
+            images = check_images(images, len(ids), f"model {cell.model.id!r}")
+            prompts = prompts_for(dataset, ys)
+            for acc in accumulators:
+                acc.update(images, ys, prompts, ids)
+            score_s += time.perf_counter() - t1
+            gen_s += t1 - t0
+            for j in range(min(len(ids), max(0, keep - len(kept)))):
+                kept.append((int(ids[j]), int(ys[j]), png_bytes(images[j])))
+            if bar is not None:
+                bar.update(len(ids))
+    return {"nfe": counter.per_image(len(sample_ids)), "generate_s": gen_s, "score_s": score_s, "kept": kept}
+
+
+class Runner:
+    def __init__(self, suite: Suite, db: str | Path = "results/bench.duckdb", overwrite: str = "missing",
+                 progress: bool = True, device: str | None = None):
+        if overwrite not in OVERWRITE:
+            raise ValueError(f"overwrite must be one of {OVERWRITE}, got {overwrite!r}")
+        self.suite, self.db, self.overwrite, self.progress = suite, Path(db), overwrite, progress
+        self.device = resolve_device(device or suite.spec.device)
+        self.cache_dir = self.db.parent / "cache"
+        self._datasets: dict[str, Any] = {}
+        self._metrics: dict[str, Any] = {}
+
+    # -- shared resources, built once per run ----------------------------------------------------------------
+    def dataset(self, cell: Cell):
+        if cell.dataset not in self._datasets:
+            cls = registry.resolve("dataset", cell.dataset_source)
+            self._datasets[cell.dataset] = cls(cell.dataset_source, **cell.dataset_options)
+        return self._datasets[cell.dataset]
+
+    def metrics(self, cell: Cell) -> dict[str, Any]:
+        out = {}
+        for name, opts in cell.metrics.items():
+            k = name + canonical_json(opts)
+            if k not in self._metrics:
+                self._metrics[k] = registry.resolve("metric", name)(opts, self.device, self.cache_dir)
+            out[name] = self._metrics[k]
+        return out
+
+    def key(self, cell: Cell, adapter, weights_id: str) -> str:
+        ds = self.dataset(cell)
+        versions = {name: m.version_key() for name, m in self.metrics(cell).items()}
+        return cell.key(adapter_version=adapter.version, weights_id=weights_id,
+                        dataset_fingerprint=ds.fingerprint(), metric_versions=versions)
+
+    def _needs_run(self, status: str | None) -> bool:
+        if self.overwrite == "always":
+            return True
+        if self.overwrite == "never":
+            return status is None
+        return status != "ok"
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        cells = self.suite.expand()
+        summary = RunSummary(planned=len(cells))
+        t_start = time.perf_counter()
+        env = provenance.environment(self.device, self.suite.spec.dtype)
+        store = ResultStore(self.db)
+        run_id = store.begin_run(self.suite.name, self.suite.path, self.suite.sha256, env)
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        cell_bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not self.progress, position=0)
+        try:
+            by_model = itertools.groupby(cells, key=lambda c: c.model.id)
+            for _, group in by_model:
+                self._run_model(list(group), store, run_id, summary, cell_bar)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            cell_bar.close()
+            signal.signal(signal.SIGTERM, old_term)
+            status = "interrupted" if summary.interrupted else ("failed" if summary.failed else "ok")
+            store.finish_run(run_id, status)
+            store.close()
+            summary.seconds = time.perf_counter() - t_start
+        return summary
+
+    def _log(self, msg: str) -> None:
+        if self.progress:
+            tqdm.write(msg, file=sys.stderr)
+
+    def _run_model(self, cells: list[Cell], store: ResultStore, run_id: str, summary: RunSummary,
+                   cell_bar: tqdm) -> None:
+        spec = cells[0].model
+        adapter = registry.resolve("model adapter", spec.adapter)()
+        plan: list[tuple[Cell, str]] = []
+        try:
+            wid = provenance.weights_id(adapter, spec)
+            load_error = None
+        except Exception as e:  # missing weights etc.: every cell of this model fails with the reason
+            wid, load_error = f"unavailable:{spec.weights}", e
+        for cell in cells:
+            try:
+                key = self.key(cell, adapter, wid)
+            except Exception as e:
+                self._fail(store, run_id, cell, None, adapter, wid, e, summary, cell_bar)
+                continue
+            if self._needs_run(store.status(key)):
+                plan.append((cell, key))
+            else:
+                summary.skipped += 1
+                cell_bar.update(1)
+        if not plan:
+            return
+        if load_error is None:
+            try:
+                t0 = time.perf_counter()
+                adapter.load(spec, self.device)
+                self._log(f"loaded {spec.id} ({spec.adapter}) in {time.perf_counter() - t0:.1f} s")
+            except Exception as e:
+                load_error = e
+        for cell, key in plan:
+            if load_error is not None:
+                self._fail(store, run_id, cell, key, adapter, wid, load_error, summary, cell_bar)
+                continue
+            try:
+                self._run_cell(cell, key, adapter, wid, store, run_id, summary)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                self._fail(store, run_id, cell, key, adapter, wid, e, summary, cell_bar)
+                continue
+            cell_bar.update(1)
+
+    def _row(self, cell: Cell, run_id: str, adapter, status: str, error: str | None, n: int | None,
+             prov: dict, seconds: float | None) -> dict[str, Any]:
+        return {"run_id": run_id, "suite": cell.suite, "model_id": cell.model.id, "adapter": cell.model.adapter,
+                "family": getattr(adapter, "family", None), "dataset": cell.dataset, "steps": cell.steps,
+                "cfg": cell.cfg, "solver": cell.solver, "seed": cell.seed, "plan": cell.plan.describe(), "n": n,
+                "status": status, "error": error, "config": cell.config(), "provenance": prov, "seconds": seconds}
+
+    def _fail(self, store, run_id, cell, key, adapter, wid, err: Exception, summary: RunSummary, bar) -> None:
+        msg = f"{type(err).__name__}: {err}"
+        if key is None:
+            import hashlib
+            key = "failed-" + hashlib.sha256((canonical_json(cell.config()) + wid).encode()).hexdigest()
+        prov = {"weights": wid, "adapter_version": getattr(adapter, "version", None),
+                "traceback": "".join(traceback.format_exception(err))[-4000:]}
+        store.write(key, self._row(cell, run_id, adapter, "failed", msg, None, prov, None), {}, {})
+        summary.failed += 1
+        summary.failures.append(f"{cell.model.id} / {cell.dataset} / steps={cell.steps} cfg={cell.cfg}: {msg}")
+        self._log(f"FAILED {cell.model.id} {cell.dataset} steps={cell.steps} cfg={cell.cfg}: {msg}")
+        bar.update(1)
+
+    def _run_cell(self, cell: Cell, key: str, adapter, wid: str, store: ResultStore, run_id: str,
+                  summary: RunSummary) -> None:
+        t0 = time.perf_counter()
+        dataset = self.dataset(cell)
+        if hasattr(adapter, "bind_dataset"):
+            adapter.bind_dataset(dataset)
+        labels, ids = plan_labels(dataset, cell.plan, cell.seed)
+        if hasattr(adapter, "plan"):
+            labels, ids = adapter.plan(labels, ids)
+        metrics = self.metrics(cell)
+        accs = {name: m.accumulator(dataset) for name, m in metrics.items()}
+        s = cell.settings()
+        bar = tqdm(total=len(ids), desc=f"{cell.model.id} {cell.dataset} s={cell.steps} w={cell.cfg}",
+                   unit="img", leave=False, disable=not self.progress, position=1)
+        try:
+            out = stream_cell(adapter, cell, dataset, list(accs.values()), labels, ids, self.device,
+                              keep=self.suite.spec.keep_samples, bar=bar)
+        finally:
+            bar.close()
+        t_res = time.perf_counter()
+        values: dict[str, tuple] = {}
+        for name, acc in accs.items():
+            desc = metrics[name].describe()
+            for k, v in acc.result().items():
+                values[k] = (v, name, metrics[name].version, desc)
+        score_s = out["score_s"] + time.perf_counter() - t_res
+        timings = {"nfe": (out["nfe"], "evals/image"), "nfe_declared": (adapter.nfe_per_image(s), "evals/image"),
+                   "generate_s": (out["generate_s"], "s"), "score_s": (score_s, "s")}
+        timings.update(self._latency(cell, adapter, labels, ids))
+        prov = {"weights": wid, "adapter_version": adapter.version, "dataset_fingerprint": dataset.fingerprint(),
+                "metrics": {n: m.version_key() for n, m in metrics.items()}, "device": str(self.device),
+                "dtype": cell.dtype, "batch_size": cell.batch_size}
+        seconds = time.perf_counter() - t0
+        store.write(key, self._row(cell, run_id, adapter, "ok", None, len(ids), prov, seconds), values, timings,
+                    out["kept"])
+        summary.ran += 1
+        summary.images += len(ids)
+        shown = ", ".join(f"{k}={values[k][0]:.4g}" for k in ("fid", "is", "clip_score", "pickscore") if k in values)
+        self._log(f"{cell.model.id:>16} {cell.dataset:>9} steps={cell.steps} cfg={cell.cfg} "
+                  f"nfe={out['nfe']:.3g}: {shown} ({seconds:.1f} s)")
+
+    def _latency(self, cell: Cell, adapter, labels, ids) -> dict[str, tuple[float, str]]:
+        t = self.suite.spec.timing
+        if not t.enabled or not adapter.networks():
+            return {}
+        s = cell.settings()
+
+        def call(b: int) -> None:
+            adapter.generate(labels[:b], ids[:b], s)
+
+        lat = measure(call, 1, t.warmup, t.repeats, self.device)
+        b = min(cell.batch_size, len(ids))
+        thr = measure(call, b, min(t.warmup, 1), t.throughput_repeats, self.device)
+        return {"latency_s": (lat["median_s"], "s/image @ batch 1"), "latency_iqr_s": (lat["iqr_s"], "s"),
+                "throughput_ips": (1.0 / thr["median_s"], f"images/s @ batch {b}"),
+                "throughput_iqr_s": (thr["iqr_s"], "s/image")}
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -1,0 +1,178 @@
+"""DuckDB result store: runs, cells, long-format metric rows, timings, kept samples, schema version.
+
+One transaction per cell (all its rows or none), so a killed run loses nothing already written and leaves
+no partial cell. ``bench.load(db)`` gives a tidy DataFrame: one row per cell, metric columns, MMHM.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, suite VARCHAR, suite_path VARCHAR, suite_sha256 VARCHAR,
+    started TIMESTAMP, finished TIMESTAMP, status VARCHAR, environment JSON);
+CREATE TABLE IF NOT EXISTS cells (
+    key VARCHAR PRIMARY KEY, run_id VARCHAR, suite VARCHAR, model_id VARCHAR, adapter VARCHAR, family VARCHAR,
+    dataset VARCHAR, steps INTEGER, cfg DOUBLE, solver VARCHAR, seed INTEGER, plan VARCHAR, n INTEGER,
+    status VARCHAR NOT NULL, error VARCHAR, config JSON, provenance JSON, seconds DOUBLE, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS metrics (
+    key VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, source VARCHAR, source_version VARCHAR,
+    options JSON, PRIMARY KEY (key, metric));
+CREATE TABLE IF NOT EXISTS timings (
+    key VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, unit VARCHAR, PRIMARY KEY (key, name));
+CREATE TABLE IF NOT EXISTS samples (
+    key VARCHAR NOT NULL, sample_id INTEGER NOT NULL, label INTEGER, png BLOB, PRIMARY KEY (key, sample_id));
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class ResultStore:
+    def __init__(self, path: str | Path = "results/bench.duckdb", read_only: bool = False):
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise StoreError(f"{self.path}: no such result store (run `bench run SUITE` first)")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreError(f"{self.path}: the store is in use by another process (another `bench run`?); "
+                                 f"wait for it to finish or use --db to choose another file") from None
+            raise StoreError(f"{self.path}: cannot open the result store: {e}") from None
+        except duckdb.Error as e:
+            raise StoreError(f"{self.path}: not a readable DuckDB result store: {e}") from None
+        self._check_schema(read_only)
+
+    def _check_schema(self, read_only: bool) -> None:
+        tables = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "schema_version" in tables:
+            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = row[0] if row else None
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version}, this stepbench reads version "
+                                 f"{SCHEMA_VERSION}; use a stepbench of that version or a new --db")
+            return
+        if tables:
+            raise StoreError(f"{self.path}: a DuckDB file without a stepbench schema; refusing to write into it")
+        if read_only:
+            raise StoreError(f"{self.path}: empty store")
+        self.con.execute("BEGIN")
+        self.con.execute(DDL)
+        self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- runs -------------------------------------------------------------------------------------------------
+    def begin_run(self, suite: str, suite_path: str, suite_sha256: str, environment: dict[str, Any]) -> str:
+        run_id = uuid.uuid4().hex[:16]
+        self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, NULL, 'running', ?)",
+                         [run_id, suite, suite_path, suite_sha256, _now(), json.dumps(environment)])
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        self.con.execute("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", [_now(), status, run_id])
+
+    # -- cells ------------------------------------------------------------------------------------------------
+    def status(self, key: str) -> str | None:
+        row = self.con.execute("SELECT status FROM cells WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def has(self, key: str) -> bool:
+        return self.status(key) == "ok"
+
+    def write(self, key: str, row: dict[str, Any], metrics: dict[str, tuple[float, str, str, dict]],
+              timings: dict[str, tuple[float, str]], samples: list[tuple[int, int, bytes]] = ()) -> None:
+        """One cell in one transaction: replaces any earlier rows of the same key.
+
+        ``row``: cell columns; ``metrics``: name -> (value, source metric, source version, options);
+        ``timings``: name -> (value, unit); ``samples``: (sample id, label, PNG bytes).
+        """
+        cols = ["run_id", "suite", "model_id", "adapter", "family", "dataset", "steps", "cfg", "solver", "seed",
+                "plan", "n", "status", "error", "config", "provenance", "seconds"]
+        values = [row.get(c) for c in cols]
+        for i, c in enumerate(cols):
+            if c in ("config", "provenance") and values[i] is not None:
+                values[i] = json.dumps(values[i], default=str)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("metrics", "timings", "samples", "cells"):
+                self.con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
+            self.con.execute(f"INSERT INTO cells (key, {', '.join(cols)}, finished) VALUES "
+                             f"(?, {', '.join('?' * len(cols))}, ?)", [key, *values, _now()])
+            if metrics:
+                self.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [
+                    [key, name, float(v), src, ver, json.dumps(opt, default=str)]
+                    for name, (v, src, ver, opt) in metrics.items()])
+            if timings:
+                self.con.executemany("INSERT INTO timings VALUES (?, ?, ?, ?)",
+                                     [[key, name, float(v), unit] for name, (v, unit) in timings.items()])
+            if samples:
+                self.con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)",
+                                     [[key, int(i), int(y), png] for i, y, png in samples])
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def frame(self, sql: str | None = None) -> pd.DataFrame:
+        """A DataFrame from any SQL over the store, or the tidy one-row-per-cell view by default."""
+        if sql is not None:
+            return self.con.execute(sql).df()
+        return tidy(self.con)
+
+    def suites(self) -> pd.DataFrame:
+        return self.con.execute("""
+            SELECT suite, count(*) AS cells, count(*) FILTER (WHERE status = 'ok') AS ok,
+                   count(*) FILTER (WHERE status = 'failed') AS failed, max(finished) AS last_finished
+            FROM cells GROUP BY suite ORDER BY suite""").df()
+
+
+def tidy(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    cells = con.execute("""
+        SELECT key, suite, model_id AS model, adapter, family, dataset, steps, cfg, solver, seed, plan, n,
+               status, error, seconds, finished FROM cells ORDER BY suite, dataset, model_id, steps, cfg, solver
+    """).df()
+    metrics = con.execute("SELECT key, metric, value FROM metrics").df()
+    timings = con.execute("SELECT key, name, value FROM timings").df()
+    wide = cells
+    for long, col in ((metrics, "metric"), (timings, "name")):
+        if not long.empty:
+            piv = long.pivot_table(index="key", columns=col, values="value", aggfunc="first")
+            piv.columns.name = None
+            wide = wide.merge(piv, left_on="key", right_index=True, how="left")
+    from bench.composite import add_mmhm
+    return add_mmhm(wide)
+
+
+def load(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
+    """The whole store as a tidy DataFrame (one row per cell, metric and timing columns, MMHM)."""
+    with ResultStore(db, read_only=True) as store:
+        return store.frame()

@@ -1,0 +1,65 @@
+"""NFE counting (forward hooks) and latency measurement (warm-up, device sync, median and IQR).
+
+NFE is counted, not assumed: every forward call of a generator's networks over B rows adds B evaluations,
+so a batched cond+uncond CFG call counts 2 per image and an adaptive solver counts what it really did.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+
+class NFECounter:
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def _hook(self, module, args, kwargs):
+        x = args[0] if args else next((v for v in kwargs.values() if torch.is_tensor(v)), None)
+        if x is not None and torch.is_tensor(x) and x.dim() > 0:
+            self.rows += int(x.shape[0])
+
+    @contextmanager
+    def watch(self, modules: list[nn.Module]) -> Iterator["NFECounter"]:
+        handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in modules]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def per_image(self, images: int) -> float:
+        return self.rows / images if images else 0.0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _quantiles(xs: list[float]) -> tuple[float, float]:
+    """(median, interquartile range)."""
+    if len(xs) == 1:
+        return xs[0], 0.0
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return statistics.median(xs), q[2] - q[0]
+
+
+def measure(fn: Callable[[int], None], batch: int, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Time ``fn(batch)`` after ``warmup`` untimed calls; per-image seconds as median and IQR."""
+    for _ in range(warmup):
+        fn(batch)
+    sync(device)
+    per_image = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(batch)
+        sync(device)
+        per_image.append((time.perf_counter() - t0) / batch)
+    med, iqr = _quantiles(per_image)
+    return {"median_s": med, "iqr_s": iqr}

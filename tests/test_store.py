@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+import bench
+from bench.store import ResultStore, StoreError
+
+
+def _row(**kw):
+    base = {"run_id": "r", "suite": "s", "model_id": "m", "adapter": "toy", "family": "flow", "dataset": "d",
+            "steps": 1, "cfg": 1.0, "solver": None, "seed": 0, "plan": "per_class:1", "n": 10, "status": "ok",
+            "error": None, "config": {"a": 1}, "provenance": {"w": "x"}, "seconds": 1.0}
+    return {**base, **kw}
+
+
+def test_write_replace_and_tidy_frame(tmp_path):
+    db = tmp_path / "b.duckdb"
+    with ResultStore(db) as st:
+        st.write("k1", _row(), {"fid": (5.0, "fid_is_kid", "v1", {}), "is": (2.0, "fid_is_kid", "v1", {})},
+                 {"nfe": (2.0, "evals/image")})
+        st.write("k2", _row(steps=2), {"fid": (3.0, "fid_is_kid", "v1", {})}, {})
+        assert st.has("k1") and not st.has("k3")
+        st.write("k1", _row(), {"fid": (4.0, "fid_is_kid", "v1", {})}, {})   # replaces all rows of k1
+        assert st.frame("SELECT count(*) AS n FROM metrics WHERE key = 'k1'")["n"][0] == 1
+    df = bench.load(db)
+    assert list(df["key"]) == ["k1", "k2"]
+    assert df.set_index("key").loc["k1", "fid"] == 4.0 and df.set_index("key").loc["k2", "fid"] == 3.0
+    assert "is" not in df.columns and "mmhm" in df   # the replaced cell lost its IS row
+
+
+def test_a_failing_write_leaves_no_partial_cell(tmp_path):
+    with ResultStore(tmp_path / "b.duckdb") as st:
+        with pytest.raises(Exception):
+            st.write("k1", _row(), {"fid": (object(), "x", "v", {})}, {})   # float(object()) fails mid-write
+        assert st.status("k1") is None
+        assert st.frame("SELECT count(*) AS n FROM cells")["n"][0] == 0
+
+
+def test_foreign_or_future_databases_are_refused(tmp_path):
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE t (x INT)")
+    con.close()
+    with pytest.raises(StoreError, match="without a stepbench schema"):
+        ResultStore(other)
+    future = tmp_path / "future.duckdb"
+    ResultStore(future).close()
+    con = duckdb.connect(str(future))
+    con.execute("UPDATE schema_version SET version = 99")
+    con.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        ResultStore(future)
+    with pytest.raises(StoreError, match="no such result store"):
+        ResultStore(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_second_writer_gets_a_clear_lock_message(tmp_path):
+    db = tmp_path / "b.duckdb"
+    ResultStore(db).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); "
+                               "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match="in use by another process"):
+            ResultStore(db)
+    finally:
+        holder.kill()
+        holder.wait()
