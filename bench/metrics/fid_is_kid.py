@@ -161,7 +161,7 @@ class FidIsKid:
         fid = fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"]
         isc = isc_features_to_metric(gen_isc, splits=o["isc_splits"], shuffle=True, rng_seed=o["isc_seed"])
         subset = min(o["kid_subset_size"], n, len(ref_fid))
-        kid = kid_features_to_metric(ref_fid, gen_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
+        kid = kid_features_to_metric(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
                                      kid_kernel="poly", kid_kernel_poly_degree=o["kid_kernel_poly_degree"],
                                      kid_kernel_poly_gamma=o["kid_kernel_poly_gamma"],
                                      kid_kernel_poly_coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"],

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench(*args):
+    code = "import sys, tests.toy_extractor; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_run_show_ls_export_report(tmp_path, toy_suite_text):
+    suite = tmp_path / "toy.yaml"
+    suite.write_text(toy_suite_text())
+    db = str(tmp_path / "b.duckdb")
+    r = _bench("run", str(suite), "--db", db, "-q")
+    assert r.returncode == 0, r.stderr
+    assert "4 cells planned, 4 ran, 0 already stored, 0 failed" in r.stdout
+    r = _bench("ls", "--db", db)
+    assert r.returncode == 0 and "toy" in r.stdout and " 4 " in r.stdout
+    r = _bench("show", "--db", db, "--suite", str(suite))
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and len(lines) == 5 and "fid" in lines[0] and "nfe" in lines[0]
+    out = tmp_path / "x.csv"
+    r = _bench("export", "--db", db, "--format", "csv", "--out", str(out))
+    assert r.returncode == 0
+    df = pd.read_csv(out)
+    assert len(df) == 4 and {"fid", "is", "kid", "nfe", "latency_s", "key"} <= set(df.columns)
+    r = _bench("report", "--db", db, "--suite", "toy", "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "toy" / "leaderboard.md").read_text()
+    assert "## mini-val" in md and "| toy |" in md
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    r = _bench("show", "--db", str(tmp_path / "none.duckdb"))
+    assert r.returncode == 2 and "no such result store" in r.stderr and "Traceback" not in r.stderr

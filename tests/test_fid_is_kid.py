@@ -1,0 +1,57 @@
+"""Our streaming FID / IS / KID equal torch-fidelity's own calculate_metrics on the same images."""
+
+import pytest
+import torch
+import torch_fidelity
+
+from bench.data.mini import MiniDataset
+from bench.metrics.fid_is_kid import FidIsKid
+from bench.mini import data
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, nhwc):
+        self.x = nhwc.permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def test_matches_torch_fidelity_calculate_metrics(tmp_path):
+    ref = MiniDataset("mini-val", 120)
+    gen_np, labels = data.batch("ood", 0, 100)       # a shifted set, so FID is clearly non-zero
+    gen = torch.from_numpy(gen_np)
+    m = FidIsKid({"feature_extractor": "toy-extractor", "kid_subset_size": 50, "kid_subsets": 20,
+                  "batch_size": 32}, torch.device("cpu"), tmp_path)
+    acc = m.accumulator(ref)
+    for s in range(0, 100, 30):
+        acc.update(gen[s:s + 30], torch.from_numpy(labels[s:s + 30]), [""] * len(gen[s:s + 30]),
+                   torch.arange(s, min(s + 30, 100)))
+    ours = acc.result()
+    ref_imgs = torch.cat([x for x, _ in ref.reference_batches(64)])
+    tf = torch_fidelity.calculate_metrics(
+        input1=_Images(gen), input2=_Images(ref_imgs), cuda=False, fid=True, isc=True, kid=True,
+        feature_extractor="toy-extractor", feature_layer_fid="feat", feature_layer_kid="feat",
+        feature_layer_isc="logits_unbiased", kid_subset_size=50, kid_subsets=20, batch_size=32,
+        verbose=False, cache=False, save_cpu_ram=True)
+    assert ours["fid"] == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
+    assert ours["is"] == pytest.approx(tf["inception_score_mean"], rel=1e-6)
+    assert ours["kid"] == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-6)
+    assert ours["fid"] > 0.01
+
+
+def test_reference_features_are_cached_by_content(tmp_path, monkeypatch):
+    ref = MiniDataset("mini-val", 50)
+    m = FidIsKid({"feature_extractor": "toy-extractor"}, torch.device("cpu"), tmp_path)
+    first = m.reference_features(ref)
+    files = list((tmp_path / "refstats").glob("*.safetensors"))
+    assert len(files) == 1
+    fresh = FidIsKid({"feature_extractor": "toy-extractor"}, torch.device("cpu"), tmp_path)
+    monkeypatch.setattr(MiniDataset, "reference_batches", lambda *a: pytest.fail("recomputed reference features"))
+    assert torch.equal(fresh.reference_features(ref), first)
+    monkeypatch.undo()
+    fresh.reference_features(MiniDataset("mini-val", 60))     # another reference set -> another entry
+    assert len(list((tmp_path / "refstats").glob("*.safetensors"))) == 2
