@@ -1,18 +1,22 @@
-import subprocess
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench(*args):
-    code = "import sys, tests.toy_extractor; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
+from bench.cli import main
 
 
-def test_run_show_ls_export_report(tmp_path, toy_suite_text):
+@pytest.fixture
+def _bench(capsys):
+    """Run the CLI in-process; returns (returncode, stdout, stderr) like a subprocess would."""
+    def run(*args):
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run
+
+
+def test_run_show_ls_export_report(tmp_path, toy_suite_text, _bench):
     suite = tmp_path / "toy.yaml"
     suite.write_text(toy_suite_text())
     db = str(tmp_path / "b.duckdb")
@@ -35,6 +39,6 @@ def test_run_show_ls_export_report(tmp_path, toy_suite_text):
     assert "## mini-val" in md and "| toy |" in md
 
 
-def test_missing_store_is_a_clear_error(tmp_path):
+def test_missing_store_is_a_clear_error(tmp_path, _bench):
     r = _bench("show", "--db", str(tmp_path / "none.duckdb"))
     assert r.returncode == 2 and "no such result store" in r.stderr and "Traceback" not in r.stderr

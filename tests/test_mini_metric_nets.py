@@ -84,10 +84,13 @@ def test_extractor_through_torch_fidelity_registry(val):
     assert feat.shape == (32, fe.net.feat_dim) and logits.shape == (32, D.NUM_CLASSES)
     assert feat.dtype == logits.dtype == torch.float32
     assert ((logits + fe.net.fc.bias).argmax(1).numpy() == labels[:32]).mean() >= 0.9
-    big = F.interpolate(x, scale_factor=2, mode="nearest")  # other sizes are resized to 16x16
-    feat2, logits2 = fe(big)
-    assert feat2.shape == feat.shape
+    big = F.interpolate(x, scale_factor=2, mode="nearest")  # integer multiples: box-filtered back exactly
+    feat2, _ = fe(big)
     assert torch.allclose(feat2, feat, atol=1e-4)
+    odd = F.interpolate(x, size=(23, 23), mode="bicubic").clamp(0, 255).round().to(torch.uint8)
+    feat3, logits3 = fe(odd)                                  # other sizes: antialiased bilinear to 16x16
+    assert feat3.shape == feat.shape
+    assert ((logits3 + fe.net.fc.bias).argmax(1).numpy() == labels[:32]).mean() >= 0.8
     with pytest.raises(ValueError):
         fe(x.float())
 

@@ -83,11 +83,15 @@ def test_real_adapter_takes_no_steps(toy_suite_text):
         Suite.parse(text + "    steps: [1]\n", "s.yaml")
 
 
-def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd)
+def test_cli_validate_exit_codes(tmp_path, toy_suite_text, capsys):
+    from types import SimpleNamespace
+    from bench.cli import main
 
+    def _cli(*args):
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
-def test_cli_validate_exit_codes(tmp_path, toy_suite_text):
     good = tmp_path / "good.yaml"
     good.write_text(toy_suite_text())
     r = _cli("validate", str(good))
@@ -104,3 +108,12 @@ def test_cli_validate_exit_codes(tmp_path, toy_suite_text):
         assert r.returncode == 2, (r.stdout, r.stderr)
         err = r.stderr.strip()
         assert err.startswith(f"error: {bad}: ") and "\n" not in err and "Traceback" not in err, err
+
+
+def test_console_entry_exits_2_without_traceback(tmp_path, toy_suite_text):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(toy_suite_text().replace("cfg:", "cgf:"))
+    r = subprocess.run([sys.executable, "-m", "bench.cli", "validate", str(bad)], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: {bad}: models[0].cgf: unknown key (did you mean 'cfg'?)"
