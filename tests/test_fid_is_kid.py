@@ -55,3 +55,46 @@ def test_reference_features_are_cached_by_content(tmp_path, monkeypatch):
     monkeypatch.undo()
     fresh.reference_features(MiniDataset("mini-val", 60))     # another reference set -> another entry
     assert len(list((tmp_path / "refstats").glob("*.safetensors"))) == 2
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """inception-v3-compat with random weights, saved as a plain state dict (no download)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inc
+    orig = inc.load_state_dict_from_url
+    inc.load_state_dict_from_url = lambda *a, **k: None
+    orig_load = inc.FeatureExtractorInceptionV3.load_state_dict
+    inc.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd: None
+    try:
+        torch.manual_seed(0)
+        net = inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        inc.load_state_dict_from_url = orig
+        inc.FeatureExtractorInceptionV3.load_state_dict = orig_load
+    path = tmp_path_factory.mktemp("w") / "inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_v3_compat_from_a_local_weights_file(tmp_path, random_inception_weights):
+    m = FidIsKid({"feature_extractor_weights_path": str(random_inception_weights), "kid_subset_size": 10},
+                 torch.device("cpu"), tmp_path)
+    assert m.layer_fid == "2048" and m.layer_isc == "logits_unbiased"
+    assert m.weights_id().startswith("sha256:")
+    fid, isc = m.features(torch.from_numpy(data.batch("val", 0, 4)[0]))
+    assert fid.shape == (4, 2048) and isc.shape == (4, 1008)
+
+
+def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"x": Payload()}))
+    m = FidIsKid({"feature_extractor_weights_path": str(path)}, torch.device("cpu"), tmp_path)
+    with pytest.raises(Exception, match="refusing to load"):
+        m.extractor
+    assert not (tmp_path / "pwned").exists()

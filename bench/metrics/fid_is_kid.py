@@ -91,12 +91,32 @@ class FidIsKid:
                 "weights": self.weights_id(), "statistics": "float64"}
 
     # -- features -------------------------------------------------------------------------------------------
+    def _safe_weights_path(self) -> str:
+        """A weights file torch-fidelity can read, proven free of pickled code first (it loads with
+        weights_only=False itself): safetensors are converted, .pth files must load with weights_only=True."""
+        path = Path(self.opt["feature_extractor_weights_path"])
+        if not path.is_file():
+            raise MetricError(f"fid_is_kid: feature_extractor_weights_path {str(path)!r} is not a file")
+        if path.suffix == ".safetensors":
+            out = self.cache_dir / "weights" / f"{sha256_path(path)}.pth"
+            if not out.exists():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = out.with_suffix(f".{os.getpid()}.tmp")
+                torch.save(load_file(str(path)), tmp)
+                os.replace(tmp, out)
+            return str(out)
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise MetricError(f"fid_is_kid: {path}: refusing to load: not a plain tensor state dict ({e})") from None
+        return str(path)
+
     @property
     def extractor(self):
         if self._extractor is None:
             kwargs = {}
             if self.opt["feature_extractor_weights_path"]:
-                kwargs["feature_extractor_weights_path"] = self.opt["feature_extractor_weights_path"]
+                kwargs["feature_extractor_weights_path"] = self._safe_weights_path()
             try:
                 ext = create_feature_extractor(self.opt["feature_extractor"], [self.layer_fid, self.layer_isc],
                                                cuda=False, verbose=False, **kwargs)

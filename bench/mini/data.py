@@ -10,6 +10,8 @@ Streams mirror the paper's evaluation sets:
 - ``v2``         same classes, a mild shift of the parameter distribution (like ImageNetV2);
 - ``ood``        same classes, a different rendering style (outlines on textured backgrounds, like
                  reLAIONet's web images);
+- ``world``      what the metric networks learn from: a mixture of all three styles (the way Inception and
+                 CLIP were trained on far broader data than the generators they judge), disjoint seeds;
 - ``<name>-holdout`` a disjoint draw from the same distribution as ``<name>``, for real-vs-real rows.
 """
 
@@ -30,7 +32,8 @@ RES = 16                 # evaluation resolution of the miniature world
 _SS = 4                  # supersampling factor for anti-aliased drawing
 PROMPT_TEMPLATE = "a photo of a {class_name}"
 
-STYLES = ("train", "val", "v2", "ood")
+STYLES = ("train", "val", "v2", "ood", "world")
+WORLD_MIX = (("train", 0.5), ("v2", 0.25), ("ood", 0.25))
 DATA_VERSION = "mini-data-1"   # bump when rendering changes: it is part of every fingerprint
 
 
@@ -121,6 +124,9 @@ def render_label(stream: str, index: int, label: int) -> np.ndarray:
     """Render image ``index`` of ``stream`` with a given class label (uint8 RES x RES x 3)."""
     style = style_of(stream)
     rng = np.random.default_rng([_stream_seed(stream), index, 1])
+    if style == "world":
+        names, probs = zip(*WORLD_MIX)
+        style = names[int(rng.choice(len(names), p=probs))]
     p = _params(style, rng)
     big = RES * _SS
     if style == "ood":       # vertical two-colour gradient background
