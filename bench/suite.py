@@ -115,25 +115,12 @@ class SuiteFile(_Strict):
     @field_validator("datasets")
     @classmethod
     def _datasets(cls, v):
-        if not v:
-            raise ValueError("must list at least one dataset")
-        out = [DatasetEntry(id=d) if isinstance(d, str) else d for d in v]
-        ids = [d.id for d in out]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"duplicate dataset ids {dup}")
-        return out
+        return _unique_ids([DatasetEntry(id=d) if isinstance(d, str) else d for d in v], "dataset")
 
     @field_validator("models")
     @classmethod
     def _models(cls, v):
-        if not v:
-            raise ValueError("must list at least one model")
-        ids = [m.id for m in v]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"duplicate model ids {dup}")
-        return v
+        return _unique_ids(v, "model")
 
     @field_validator("seed")
     @classmethod
@@ -155,6 +142,16 @@ class SuiteFile(_Strict):
     @property
     def seeds(self) -> list[int]:
         return [self.seed] if isinstance(self.seed, int) else list(self.seed)
+
+
+def _unique_ids(entries: list, what: str) -> list:
+    if not entries:
+        raise ValueError(f"must list at least one {what}")
+    ids = [e.id for e in entries]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate {what} ids {dup}")
+    return entries
 
 
 def _loc(loc: tuple) -> str:
