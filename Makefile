@@ -40,7 +40,7 @@ lint: setup
 	$(BIN)/ruff check bench tests
 
 mini-weights: setup
-	$(BIN)/python -m bench.mini.train
+	$(BIN)/python -m bench.mini.train --threads 1
 
 clean:
 	rm -rf results reports

@@ -18,13 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from bench.metrics.clip_preprocess import OPENAI_MEAN, OPENAI_STD
 from bench.mini import weights as W
 from bench.mini.data import NUM_CLASSES, RES
+
+__all__ = [
+    "CLASSIFIER_CONFIG",
+    "CLIP_MEAN",
+    "CLIP_MODEL_NAME",
+    "CLIP_STD",
+    "EXTRACTOR_NAME",
+    "MiniClassifier",
+    "MiniClassifierExtractor",
+    "MiniConvTrunk",
+    "build_classifier",
+    "build_clip",
+    "clip_image_size",
+    "load_classifier",
+    "load_clip",
+    "register",
+    "register_clip_config",
+    "uint8_to_input",
+]
 
 EXTRACTOR_NAME = "mini-classifier"
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -44,7 +63,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class MiniClassifier(nn.Module):
     """VGG-style conv net for 16x16 RGB: two 3x3 convs per stage, 2x2 max-pool between stages, global average
     pool to the penultimate embedding ``feat`` (post-ReLU, like Inception's 2048-d pool), one linear head.
-    Input: float NCHW in [0, 1] at 16x16 (use :meth:`normalize` inside)."""
+    Input: float NCHW in [0, 1] at 16x16 (normalised inside)."""
 
     def __init__(self, widths=(32, 64, 128), num_classes: int = NUM_CLASSES):
         super().__init__()
@@ -78,10 +97,17 @@ def build_classifier(config: dict[str, Any] | None = None) -> MiniClassifier:
 
 
 def uint8_to_input(x: torch.Tensor, res: int = RES) -> torch.Tensor:
-    """uint8 NCHW (any size) -> float NCHW in [0, 1] at ``res`` x ``res`` (antialiased bilinear resize)."""
+    """uint8 NCHW (any size) -> float NCHW in [0, 1] at ``res`` x ``res``.
+
+    Integer-factor downscaling uses a box filter (exactly how the renderer makes 16x16 from its supersampled
+    canvas); any other size change uses antialiased bilinear interpolation."""
     x = x.float() / 255.0
-    if x.shape[-2:] != (res, res):
-        x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    h, w = x.shape[-2:]
+    if (h, w) != (res, res):
+        if h % res == 0 and w % res == 0:
+            x = F.avg_pool2d(x, kernel_size=(h // res, w // res))
+        else:
+            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     return x
 
 
@@ -128,13 +154,19 @@ class MiniClassifierExtractor(FeatureExtractorBase):
             raise ValueError("Expecting image as torch.Tensor with dtype=torch.uint8")
         if not (x.dim() == 4 and x.shape[1] == 3):
             raise ValueError(f"Input is not Bx3xHxW: {tuple(x.shape)}")
-        feat = self.net.embed(uint8_to_input(x))
+        # channels_last: ~1.35x faster convolutions on CPU (inference only; training used the default layout)
+        feat = self.net.embed(uint8_to_input(x).contiguous(memory_format=torch.channels_last))
         out = {"feat": feat}
         if "logits_unbiased" in self.features_list or "logits" in self.features_list:
             lu = feat @ self.net.fc.weight.T
             out["logits_unbiased"] = lu
             out["logits"] = lu + self.net.fc.bias
         return tuple(out[a].to(torch.float32) for a in self.features_list)
+
+
+def weights_id() -> str:
+    """Identity of the shipped classifier weights, for cell keys (see bench.metrics.fid_is_kid)."""
+    return "sha256:" + W.entry("classifier")["sha256"]
 
 
 def register() -> str:
@@ -148,12 +180,61 @@ def register() -> str:
 
 # ----------------------------------------------------------------------------------------------- tiny CLIPs
 
+TIMM_TRUNK_NAME = "stepbench_mini_convnet"   # the CLIP image tower's trunk, registered with timm below
 CLIP_MODEL_NAME = "mini-clip"               # open_clip config name (bench/mini/configs/mini-clip.json)
 CLIP_CONFIG_PATH = CONFIG_DIR / f"{CLIP_MODEL_NAME}.json"
 CLIP_MEAN = OPENAI_MEAN                     # normalisation used in training and by the CLIP Score / PickScore metrics
 CLIP_STD = OPENAI_STD
 TOKEN_ROWS = "token_embedding.rows"         # sparse storage of the (49408 x width) token table: only trained rows
 TOKEN_IDS = "token_embedding.ids"
+
+
+class MiniConvTrunk(nn.Module):
+    """Image trunk of the mini CLIPs: the classifier's conv stack (no head), exposed through timm's model interface
+    so open_clip's ``TimmModel`` wraps it (``vision_cfg.timm_model_name``) and adds the linear projection."""
+
+    def __init__(self, widths=(32, 64, 128), num_classes: int = 0, global_pool: str = "avg", in_chans: int = 3,
+                 **kwargs):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_chans
+        for i, w in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            layers += [_block(cin, w), _block(w, w)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.num_features = cin
+        self.global_pool = global_pool
+        self.default_cfg = self.pretrained_cfg = {"pool_size": (RES // 2 ** (len(widths) - 1),) * 2, "num_classes": 0}
+        self.reset_classifier(num_classes, global_pool)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None):
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x):
+        x = self.features(x)
+        if self.global_pool == "avg":
+            x = x.mean(dim=(2, 3))
+        return self.fc(x)
+
+
+def stepbench_mini_convnet(pretrained: bool = False, **kwargs) -> MiniConvTrunk:
+    """timm entrypoint (no pretrained weights exist: the CLIP loaders load the shipped ones)."""
+    if pretrained:
+        raise ValueError(f"{TIMM_TRUNK_NAME} has no downloadable weights")
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+    return MiniConvTrunk(**kwargs)
+
+
+def _register_timm_trunk() -> None:
+    import timm
+    from timm.models import register_model
+    if not timm.is_model(TIMM_TRUNK_NAME):
+        register_model(stepbench_mini_convnet)
 
 
 def clip_config() -> dict[str, Any]:
@@ -163,6 +244,7 @@ def clip_config() -> dict[str, Any]:
 def register_clip_config() -> str:
     """Make ``"mini-clip"`` a known open_clip model config (idempotent)."""
     import open_clip
+    _register_timm_trunk()
     if CLIP_MODEL_NAME not in open_clip.list_models():
         open_clip.add_model_config(CLIP_CONFIG_PATH)
     return CLIP_MODEL_NAME
@@ -176,6 +258,9 @@ def build_clip(seed: int | None = None):
     if seed is not None:
         torch.manual_seed(seed)
     model = CLIP(**clip_config()).float()                    # open_clip's own CLIP class, from the shipped config
+    # what open_clip.create_model would attach; the metrics read mean/std from here (scoring == training path)
+    model.visual.preprocess_cfg = {"size": RES, "mode": "RGB", "mean": CLIP_MEAN, "std": CLIP_STD,
+                                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
     tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)     # bundled BPE SimpleTokenizer(context_length=16): truncates
     return model, tokenizer
 
@@ -191,7 +276,7 @@ def clip_state_for_saving(model, used_token_ids) -> dict[str, torch.Tensor]:
     all other rows are stored as nothing and come back as zeros). Keeps the shipped files small."""
     sd = dict(model.state_dict())
     table = sd.pop("token_embedding.weight")
-    ids = torch.as_tensor(sorted(set(int(i) for i in used_token_ids)), dtype=torch.int64)
+    ids = torch.as_tensor(sorted({int(i) for i in used_token_ids}), dtype=torch.int64)
     sd[TOKEN_IDS] = ids
     sd[TOKEN_ROWS] = table[ids].clone()
     return sd

@@ -1,8 +1,9 @@
 """Training of the miniature world's metric networks (CPU, fixed seeds): classifier, clip, pick.
 
-Run through ``python -m bench.mini.train classifier clip pick``. Each function is deterministic for a given
-seed and thread count, trains on the ``train`` stream only, reports held-out accuracies on ``val``, ``v2`` and
-``ood``, and saves through :func:`bench.mini.weights.save`.
+Run through ``python -m bench.mini.train --threads 1 classifier clip pick``. Each function is deterministic for a
+given seed and thread count, trains on the ``world`` stream only (all three rendering styles, disjoint seeds: like
+Inception / CLIP, the judges saw broader data than the generators), reports held-out accuracies on ``val``,
+``v2`` and ``ood``, and saves through :func:`bench.mini.weights.save`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from bench.mini import data as D
 from bench.mini import weights as W
 
+TRAIN_STREAM = "world"    # mixture of the train / v2 / ood styles on its own seeds (see bench.mini.data)
 EVAL_STREAMS = ("val", "v2", "ood")
 
 
@@ -95,7 +97,7 @@ def _cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
 # ----------------------------------------------------------------------------------------------- classifier
 
 CLASSIFIER_SEED = 1234
-CLASSIFIER_STEPS = 600
+CLASSIFIER_STEPS = 700
 CLASSIFIER_BATCH = 128
 
 
@@ -115,7 +117,7 @@ def eval_classifier(net, n: int = 2000, streams=EVAL_STREAMS, degraded: bool = F
     return out
 
 
-def train_classifier(steps: int = CLASSIFIER_STEPS, seed: int = CLASSIFIER_SEED) -> dict:
+def train_classifier(steps: int = CLASSIFIER_STEPS, seed: int = CLASSIFIER_SEED, directory=W.WEIGHTS_DIR) -> dict:
     from bench.mini.metric_nets import CLASSIFIER_CONFIG, build_classifier
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -131,7 +133,7 @@ def train_classifier(steps: int = CLASSIFIER_STEPS, seed: int = CLASSIFIER_SEED)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, base_lr, warmup)
-        imgs, labels = D.batch("train", step * CLASSIFIER_BATCH, CLASSIFIER_BATCH)
+        imgs, labels = D.batch(TRAIN_STREAM, step * CLASSIFIER_BATCH, CLASSIFIER_BATCH)
         x = _quantize(augment(_to_nchw01(imgs), g))
         y = torch.from_numpy(labels)
         loss = F.cross_entropy(net(x), y, label_smoothing=0.05)
@@ -150,14 +152,14 @@ def train_classifier(steps: int = CLASSIFIER_STEPS, seed: int = CLASSIFIER_SEED)
     final = float(np.mean(losses[-50:]))
     W.save("classifier", net.state_dict(), dict(CLASSIFIER_CONFIG), seed=seed, steps=steps,
            losses={"train_ce_last50": final, **{f"acc_{k}": v for k, v in acc.items()},
-                   "acc_val_degraded": acc_deg["val"]}, train_seconds=train_s)
+                   "acc_val_degraded": acc_deg["val"]}, train_seconds=train_s, directory=directory)
     return {"params": nparams, "train_seconds": train_s, "loss": final, "acc": acc, "acc_degraded": acc_deg}
 
 
 # ----------------------------------------------------------------------------------------------- tiny CLIP
 
 CLIP_SEED = 4321
-CLIP_STEPS = 700
+CLIP_STEPS = 800
 CLIP_BATCH = 128
 HUES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
 _HUE_EDGES = (0.04, 0.11, 0.19, 0.45, 0.54, 0.72, 0.83, 0.93)     # upper edges; >= 0.93 wraps to red
@@ -340,7 +342,7 @@ def train_clip(steps: int = CLIP_STEPS, seed: int = CLIP_SEED, directory=W.WEIGH
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, base_lr, warmup)
-        imgs, labels = D.batch("train", 10_000_000 + step * CLIP_BATCH, CLIP_BATCH)
+        imgs, labels = D.batch(TRAIN_STREAM, 10_000_000 + step * CLIP_BATCH, CLIP_BATCH)
         fg, bg = colour_names(imgs)
         caps, req = sample_captions(labels, fg, bg, rng)
         T = caption_targets(labels, fg, bg, req)
@@ -452,7 +454,7 @@ def train_pick(steps: int = PICK_STEPS, seed: int = PICK_SEED, directory=W.WEIGH
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, base_lr, warmup)
-        labels, pref, rej, _ = preference_pairs("train", 20_000_000 + step * PICK_PAIRS, PICK_PAIRS, rng)
+        labels, pref, rej, _ = preference_pairs(TRAIN_STREAM, 20_000_000 + step * PICK_PAIRS, PICK_PAIRS, rng)
         temb = F.normalize(model.encode_text(ptok), dim=-1)[torch.from_numpy(labels)]
         imgs = torch.from_numpy(np.concatenate([pref, rej]))
         emb = _clip_images(model, imgs)

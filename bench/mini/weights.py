@@ -6,6 +6,8 @@ Loading checks the sha256 before reading a single tensor and never unpickles any
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -53,6 +55,23 @@ def save(name: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
     os.replace(tmp, path)
+    with _manifest_lock(directory):
+        _update_manifest(directory, name, path, config, seed, steps, losses, train_seconds, half)
+    return path
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory: Path):
+    """Serialise read-modify-write of the manifest between concurrent trainers."""
+    with open(directory / ".manifest.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _update_manifest(directory, name, path, config, seed, steps, losses, train_seconds, half) -> None:
     manifest = read_manifest(directory)
     manifest[name] = {
         "file": path.name, "sha256": sha256_file(path), "config": config, "seed": seed, "steps": steps,
@@ -62,7 +81,6 @@ def save(name: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
     tmp_m = directory / (MANIFEST + ".tmp")
     tmp_m.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp_m, directory / MANIFEST)
-    return path
 
 
 def entry(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
