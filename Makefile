@@ -33,7 +33,7 @@ report: setup
 
 perf: setup
 	mkdir -p results/perf
-	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=results/perf/perf.json -p no:randomly
+	$(BIN)/python -m pytest benchmarks -o addopts="" -q -s --benchmark-only --benchmark-json=results/perf/perf.json
 
 lint: setup
 	$(BIN)/python -m pip install -q ruff

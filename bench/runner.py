@@ -28,7 +28,7 @@ from bench.cell import Cell, canonical_json
 from bench.data.base import plan_labels, prompts_for
 from bench.suite import Suite
 from bench.store import ResultStore
-from bench.timing import NFECounter, measure, sync
+from bench.timing import NFECounter, measure, summarize, sync
 
 OVERWRITE = ("never", "missing", "always")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,6 +86,7 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
     counter = NFECounter()
     autocast = (torch.autocast(device.type, dtype=DTYPES[cell.dtype]) if cell.dtype != "float32" else nullcontext())
     kept: list[tuple[int, int, bytes]] = []
+    batch_times: list[tuple[int, float]] = []
     gen_s = score_s = 0.0
     with counter.watch(gen.networks()):
         for start in range(0, len(sample_ids), cell.batch_size):
@@ -102,11 +103,13 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
                 acc.update(images, ys, prompts, ids)
             score_s += time.perf_counter() - t1
             gen_s += t1 - t0
+            batch_times.append((len(ids), t1 - t0))
             for j in range(min(len(ids), max(0, keep - len(kept)))):
                 kept.append((int(ids[j]), int(ys[j]), png_bytes(images[j])))
             if bar is not None:
                 bar.update(len(ids))
-    return {"nfe": counter.per_image(len(sample_ids)), "generate_s": gen_s, "score_s": score_s, "kept": kept}
+    return {"nfe": counter.per_image(len(sample_ids)), "generate_s": gen_s, "score_s": score_s, "kept": kept,
+            "batch_times": batch_times}
 
 
 class Runner:
@@ -269,7 +272,7 @@ class Runner:
         score_s = out["score_s"] + time.perf_counter() - t_res
         timings = {"nfe": (out["nfe"], "evals/image"), "nfe_declared": (adapter.nfe_per_image(s), "evals/image"),
                    "generate_s": (out["generate_s"], "s"), "score_s": (score_s, "s")}
-        timings.update(self._latency(cell, adapter, labels, ids))
+        timings.update(self._latency(cell, adapter, labels, ids, out["batch_times"]))
         prov = {"weights": wid, "adapter_version": adapter.version, "dataset_fingerprint": dataset.fingerprint(),
                 "metrics": {n: m.version_key() for n, m in metrics.items()}, "device": str(self.device),
                 "dtype": cell.dtype, "batch_size": cell.batch_size}
@@ -282,7 +285,9 @@ class Runner:
         self._log(f"{cell.model.id:>16} {cell.dataset:>9} steps={cell.steps} cfg={cell.cfg} "
                   f"nfe={out['nfe']:.3g}: {shown} ({seconds:.1f} s)")
 
-    def _latency(self, cell: Cell, adapter, labels, ids) -> dict[str, tuple[float, str]]:
+    def _latency(self, cell: Cell, adapter, labels, ids, batch_times) -> dict[str, tuple[float, str]]:
+        """Batch-1 latency, measured apart from the bulk pass; throughput at the suite batch size, either measured
+        apart too ("separate") or from the bulk pass's full, synchronised batches after the first ("bulk")."""
         t = self.suite.spec.timing
         if not t.enabled or not adapter.networks():
             return {}
@@ -293,7 +298,11 @@ class Runner:
 
         lat = measure(call, 1, t.warmup, t.repeats, self.device)
         b = min(cell.batch_size, len(ids))
-        thr = measure(call, b, min(t.warmup, 1), t.throughput_repeats, self.device)
+        full = [sec / n for n, sec in batch_times[1:] if n == b]
+        if t.throughput == "bulk" and full:
+            thr = summarize(full)
+        else:
+            thr = measure(call, b, min(t.warmup, 1), t.throughput_repeats, self.device)
         return {"latency_s": (lat["median_s"], "s/image @ batch 1"), "latency_iqr_s": (lat["iqr_s"], "s"),
                 "throughput_ips": (1.0 / thr["median_s"], f"images/s @ batch {b}"),
                 "throughput_iqr_s": (thr["iqr_s"], "s/image")}

@@ -57,6 +57,7 @@ class TimingEntry(_Strict):
     warmup: int = Field(default=1, ge=0)
     repeats: int = Field(default=5, ge=1)
     throughput_repeats: int = Field(default=2, ge=1)
+    throughput: Literal["separate", "bulk"] = "separate"   # bulk: from the bulk pass's batches after the first
 
 
 class ModelEntry(_Strict):

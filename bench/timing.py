@@ -42,12 +42,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _quantiles(xs: list[float]) -> tuple[float, float]:
-    """(median, interquartile range)."""
-    if len(xs) == 1:
-        return xs[0], 0.0
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return statistics.median(xs), q[2] - q[0]
+def summarize(seconds: list[float]) -> dict[str, float]:
+    """Median and interquartile range of per-image seconds."""
+    if len(seconds) == 1:
+        return {"median_s": seconds[0], "iqr_s": 0.0}
+    q = statistics.quantiles(seconds, n=4, method="inclusive")
+    return {"median_s": statistics.median(seconds), "iqr_s": q[2] - q[0]}
 
 
 def measure(fn: Callable[[int], None], batch: int, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -61,5 +61,4 @@ def measure(fn: Callable[[int], None], batch: int, warmup: int, repeats: int, de
         fn(batch)
         sync(device)
         per_image.append((time.perf_counter() - t0) / batch)
-    med, iqr = _quantiles(per_image)
-    return {"median_s": med, "iqr_s": iqr}
+    return summarize(per_image)

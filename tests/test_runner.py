@@ -135,3 +135,15 @@ def test_sigkill_mid_suite_then_resume_completes_only_missing_cells(tmp_path, to
     with ResultStore(db, read_only=True) as st:
         per_cell = st.frame("SELECT key, count(*) AS n FROM metrics GROUP BY key")
     assert len(per_cell) == 12 and (per_cell["n"] == per_cell["n"].iloc[0]).all(), "no partial cells"
+
+
+def test_bulk_throughput_mode_adds_no_generation_at_suite_batch_size(tmp_path, toy_suite_text, monkeypatch):
+    sizes = []
+    orig = ToyFlow.generate
+    monkeypatch.setattr(ToyFlow, "generate", lambda self, y, i, s: sizes.append(len(y)) or orig(self, y, i, s))
+    text = toy_suite_text(steps="[2]", cfg="[1.0]").replace(
+        "timing: {warmup: 0, repeats: 2, throughput_repeats: 1}", "timing: {warmup: 0, repeats: 2, throughput: bulk}")
+    Runner(_suite(text), db=tmp_path / "b.duckdb", progress=False).run()
+    assert sizes == [16, 16, 8, 1, 1], "bulk batches, then only the two batch-1 latency calls"
+    df = bench.load(tmp_path / "b.duckdb")
+    assert df["throughput_ips"].iloc[0] > 0 and df["latency_s"].iloc[0] > 0
