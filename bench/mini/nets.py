@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MIN_ROWS = 16              # eval-mode forwards run on at least this many rows (batch-invariant results)
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "arch": "mini-unet-1",
-    "channels": 64,          # width at 8x8; 4x4 uses 2x
+    "channels": 48,          # width at 8x8; 4x4 uses 2x
     "blocks": 2,             # residual blocks per level (down and up)
     "full_res": 16,          # channels of the thin 16x16 path
     "emb": 256,              # conditioning embedding width
@@ -119,6 +121,22 @@ class MiniUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor,
                 second: torch.Tensor | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        if not self.training and 0 < n < MIN_ROWS:
+            # CPU kernels take other code paths for tiny batches (3x3 conv at 1 row, gemm at <= 3 rows, the
+            # 1x1 skip conv below ~16 rows) whose float results differ in the last bits; padding to MIN_ROWS
+            # rows (repeats of row 0, discarded) keeps every row's output independent of the batch it is in
+            # (measured on this CPU for batches 1..600; tests/test_mini_generators.py checks it).
+            pad = MIN_ROWS - n
+
+            def rep(v: torch.Tensor | None) -> torch.Tensor | None:
+                return None if v is None else torch.cat([v, v[:1].expand(pad, *v.shape[1:])])
+
+            return self._forward(rep(x), rep(t), rep(label), rep(second))[:n]
+        return self._forward(x, t, label, second)
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor,
+                 second: torch.Tensor | None) -> torch.Tensor:
         e = self.embed(t, label, second)
         h16 = F.silu(self.stem16(x))
         h = self.stem8(F.pixel_unshuffle(h16, 2))
