@@ -138,6 +138,8 @@ class MiniUNet(nn.Module):
     def _forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor,
                  second: torch.Tensor | None) -> torch.Tensor:
         e = self.embed(t, label, second)
+        if not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
         h16 = F.silu(self.stem16(x))
         h = self.stem8(F.pixel_unshuffle(h16, 2))
         for blk in self.down8:
