@@ -10,7 +10,7 @@ SHOW = ["steps", "cfg", "fid", "is", "clip_score", "pickscore", "mmhm", "nfe", "
 
 
 def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
+    if v is None or (not isinstance(v, (list, tuple)) and pd.isna(v)):
         return "–"
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -36,7 +36,7 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
         for tag, best in (("mmhm-best", best_m), ("fid-best", best_f)):
             for c in SHOW:
                 row[f"{tag} {c}"] = None if best is None or c not in best else best[c]
-        row["picks agree"] = (best_m is not None and best_f is not None and best_m["key"] == best_f["key"])
+        row["picks agree"] = (None if best_m is None or best_f is None else bool(best_m["key"] == best_f["key"]))
         rows.append(row)
     out = pd.DataFrame(rows)
     if not out.empty and "mmhm-best mmhm" in out:
