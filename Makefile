@@ -39,8 +39,10 @@ lint: setup
 	$(BIN)/python -m pip install -q ruff
 	$(BIN)/ruff check bench tests
 
+# Two independent single-threaded chains (metric nets; generators) on two cores; each is a pure function of its seeds.
 mini-weights: setup
-	$(BIN)/python -m bench.mini.train --threads 1
+	$(BIN)/python -m bench.mini.train classifier clip pick --threads 1 & metrics=$$!; \
+	$(BIN)/python -m bench.mini.train sit meanflow distill --threads 1 && wait $$metrics
 
 clean:
 	rm -rf results reports

@@ -15,7 +15,7 @@ PARTS = {
     "clip": "bench.mini.train_metrics:train_clip",
     "pick": "bench.mini.train_metrics:train_pick",
     "sit": "bench.mini.train_generators:train_sit",
-    "meanflow": "bench.mini.train_generators:train_meanflow",
+    "meanflow": "bench.mini.train_generators:train_meanflow_recipe",
     "distill": "bench.mini.train_generators:train_distill",
 }
 
