@@ -117,3 +117,15 @@ def test_console_entry_exits_2_without_traceback(tmp_path, toy_suite_text):
                        cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"error: {bad}: models[0].cgf: unknown key (did you mean 'cfg'?)"
+
+
+def test_default_mini_suite_is_valid_and_covers_the_protocol():
+    s = Suite.load(ROOT / "suites" / "mini.yaml")
+    cells = s.expand()
+    assert len(cells) == 135
+    assert {c.dataset for c in cells} == {"mini-val", "mini-v2", "mini-ood"}
+    assert set(s.spec.metrics) == {"fid_is_kid", "clip_score", "pickscore"}
+    adapters = {c.model.adapter for c in cells}
+    assert adapters == {"mini-sit", "mini-meanflow", "mini-distill", "real"}
+    sit_steps = {c.steps for c in cells if c.model.adapter == "mini-sit"}
+    assert sit_steps == {1, 2, 4, 8, 16} and len({c.cfg for c in cells if c.cfg is not None}) >= 3
