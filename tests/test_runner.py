@@ -147,3 +147,24 @@ def test_bulk_throughput_mode_adds_no_generation_at_suite_batch_size(tmp_path, t
     assert sizes == [16, 16, 8, 1, 1], "bulk batches, then only the two batch-1 latency calls"
     df = bench.load(tmp_path / "b.duckdb")
     assert df["throughput_ips"].iloc[0] > 0 and df["latency_s"].iloc[0] > 0
+
+
+def test_sigint_stops_cleanly_keeps_written_cells_and_exits_130(tmp_path, toy_suite_text):
+    suite = tmp_path / "toy.yaml"
+    suite.write_text(toy_suite_text(n=6, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))
+    db = tmp_path / "b.duckdb"
+    code = ("import sys, tests.toy_extractor; from bench.cli import main; "
+            f"sys.exit(main(['run', {str(suite)!r}, '--db', {str(db)!r}]))")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in p.stderr:
+        if " nfe=" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "run the same command again to resume" in err
+    with ResultStore(db, read_only=True) as st:
+        runs = st.frame("SELECT status FROM runs")
+        ok = st.frame("SELECT count(*) AS n FROM cells WHERE status = 'ok'")["n"][0]
+    assert list(runs["status"]) == ["interrupted"] and 1 <= ok < 12
