@@ -25,8 +25,9 @@ def _load_suite(path: str):
 def cmd_validate(args) -> int:
     suite = _load_suite(args.suite)
     cells = suite.expand()
-    from bench import registry
     import pandas as pd
+
+    from bench import registry
     rows, total_images, total_nfe = [], 0, 0
     for c in cells:
         adapter = registry.resolve("model adapter", c.model.adapter)()
@@ -181,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bench.suite import SuiteError
     from bench.store import StoreError
+    from bench.suite import SuiteError
     try:
         return args.fn(args)
     except (SuiteError, StoreError) as e:

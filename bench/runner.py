@@ -26,8 +26,8 @@ from tqdm import tqdm
 from bench import provenance, registry
 from bench.cell import Cell, canonical_json
 from bench.data.base import plan_labels, prompts_for
-from bench.suite import Suite
 from bench.store import ResultStore
+from bench.suite import Suite
 from bench.timing import NFECounter, measure, summarize, sync
 
 OVERWRITE = ("never", "missing", "always")

@@ -129,7 +129,7 @@ def test_bad_settings_raise_value_error(models, name):
 
 def test_adapters_follow_protocol_and_reject_wrong_weights(models):
     from bench.models.base import Generator
-    for name, g in models.items():
+    for g in models.values():
         assert isinstance(g, Generator)
         assert g.version and g.family
         assert g.weights_id(ModelSpec(id="x", adapter="y")).startswith("sha256:")

@@ -85,6 +85,7 @@ def test_real_adapter_takes_no_steps(toy_suite_text):
 
 def test_cli_validate_exit_codes(tmp_path, toy_suite_text, capsys):
     from types import SimpleNamespace
+
     from bench.cli import main
 
     def _cli(*args):

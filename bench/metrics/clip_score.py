@@ -25,7 +25,8 @@ class _OpenClipBackend:
 
     def __init__(self, model, tokenizer, weights_id: str, device: torch.device, mean=None, std=None):
         from bench.metrics.clip_preprocess import OPENAI_MEAN, OPENAI_STD
-        self.model, self.tokenizer, self.weights_id, self.device = model.to(device).eval(), tokenizer, weights_id, device
+        self.model, self.tokenizer = model.to(device).eval(), tokenizer
+        self.weights_id, self.device = weights_id, device
         size = model.visual.image_size
         self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -89,7 +90,8 @@ def make_backend(opt: dict[str, Any], device: torch.device):
         import open_clip
         pretrained = opt.get("pretrained")
         model = open_clip.create_model(opt["model"], pretrained=pretrained, device=device)
-        wid = "sha256:" + sha256_path(pretrained) if pretrained and Path(pretrained).exists() else f"open_clip:{pretrained}"
+        local = pretrained and Path(pretrained).exists()
+        wid = "sha256:" + sha256_path(pretrained) if local else f"open_clip:{pretrained}"
         return _OpenClipBackend(model, open_clip.get_tokenizer(opt["model"]), wid, device)
     if backend == "transformers":
         return _TransformersBackend(opt["model"], opt.get("processor"), device)
@@ -125,7 +127,8 @@ class ClipScore:
         return f"{self.version}|{self.opt['backend']}|{self.opt['model']}|{self.backend.weights_id}"
 
     def describe(self) -> dict[str, Any]:
-        return {**self.opt, "weights": self.backend.weights_id, "scale": self.scale(), "clamped": bool(self.opt["clamp"])}
+        return {**self.opt, "weights": self.backend.weights_id, "scale": self.scale(),
+                "clamped": bool(self.opt["clamp"])}
 
     @torch.inference_mode()
     def text_features(self, prompts: list[str]) -> torch.Tensor:

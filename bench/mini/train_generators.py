@@ -23,7 +23,6 @@ No bf16 autocast: this CPU has no bf16 hardware (measured ~30x slower than fp32)
 from __future__ import annotations
 
 import copy
-import math
 import time
 from typing import Any, Callable
 

@@ -122,7 +122,8 @@ class _MiniGenerator:
     def _guided(s: SamplerSettings) -> bool:
         return float(s.cfg) != 1.0
 
-    def _inputs(self, labels: torch.Tensor, sample_ids: torch.Tensor, s: SamplerSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, labels: torch.Tensor, sample_ids: torch.Tensor,
+                s: SamplerSettings) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(s)
         labels = torch.as_tensor(labels).to(device=self.device, dtype=torch.long).reshape(-1)
         sample_ids = torch.as_tensor(sample_ids).reshape(-1)

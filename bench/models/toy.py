@@ -58,7 +58,8 @@ class ToyFlow:
             if s.cfg == 1:
                 v = self.net(x, t, y)
             else:
-                both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.num_classes)]))
+                null = torch.full_like(y, self.num_classes)
+                both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
                 cond, uncond = both.chunk(2)
                 v = uncond + s.cfg * (cond - uncond)
             x = x + (ts[i + 1] - ts[i]) * v
