@@ -56,6 +56,17 @@ CLASSIFIER_MEAN = (0.5, 0.5, 0.5)
 CLASSIFIER_STD = (0.25, 0.25, 0.25)
 
 
+def _conv_stages(widths, cin: int = 3) -> tuple[nn.Sequential, int]:
+    """Two 3x3 conv blocks per stage, 2x2 max-pool between stages: (stack, output channels)."""
+    layers: list[nn.Module] = []
+    for i, w in enumerate(widths):
+        if i > 0:
+            layers.append(nn.MaxPool2d(2))
+        layers += [_block(cin, w), _block(w, w)]
+        cin = w
+    return nn.Sequential(*layers), cin
+
+
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -67,14 +78,7 @@ class MiniClassifier(nn.Module):
 
     def __init__(self, widths=(32, 64, 128), num_classes: int = NUM_CLASSES):
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for i, w in enumerate(widths):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            layers += [_block(cin, w), _block(w, w)]
-            cin = w
-        self.features = nn.Sequential(*layers)
+        self.features, cin = _conv_stages(widths)
         self.fc = nn.Linear(cin, num_classes)
         self.register_buffer("mean", torch.tensor(CLASSIFIER_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLASSIFIER_STD).view(1, 3, 1, 1), persistent=False)
@@ -196,15 +200,7 @@ class MiniConvTrunk(nn.Module):
     def __init__(self, widths=(32, 64, 128), num_classes: int = 0, global_pool: str = "avg", in_chans: int = 3,
                  **kwargs):
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = in_chans
-        for i, w in enumerate(widths):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            layers += [_block(cin, w), _block(w, w)]
-            cin = w
-        self.features = nn.Sequential(*layers)
-        self.num_features = cin
+        self.features, self.num_features = _conv_stages(widths, in_chans)
         self.global_pool = global_pool
         self.default_cfg = self.pretrained_cfg = {"pool_size": (RES // 2 ** (len(widths) - 1),) * 2, "num_classes": 0}
         self.reset_classifier(num_classes, global_pool)

@@ -323,6 +323,14 @@ def eval_clip_zero_shot(model, tokenizer, n: int = 2000, streams=EVAL_STREAMS, e
     return out
 
 
+def _clip_optimizer(model, lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on embeddings, norms or biases), as CLIP trains."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.98))
+
+
 def train_clip(steps: int = CLIP_STEPS, seed: int = CLIP_SEED, directory=W.WEIGHTS_DIR) -> dict:
     from bench.mini.metric_nets import CLIP_MODEL_NAME, build_clip, clip_config, clip_state_for_saving, load_clip
     model, tokenizer = build_clip(seed)
@@ -331,10 +339,7 @@ def train_clip(steps: int = CLIP_STEPS, seed: int = CLIP_SEED, directory=W.WEIGH
     ct = _CompactTokens(model, tokenizer, all_caption_words())
     nparams = sum(p.numel() for p in model.parameters())
     _log(f"clip: {nparams} trainable params ({len(ct.ids)} token rows), {steps} steps x {CLIP_BATCH}")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.98))
+    opt = _clip_optimizer(model, lr=1e-3)
     base_lr, warmup = 1.5e-3, 60
     t0 = time.time()
     losses, ema = [], None
@@ -443,10 +448,7 @@ def train_pick(steps: int = PICK_STEPS, seed: int = PICK_SEED, directory=W.WEIGH
     ptok = ct.tokens(prompts)
     nparams = sum(p.numel() for p in model.parameters())
     _log(f"pick: {nparams} trainable params, {steps} steps x {PICK_PAIRS} pairs")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.98))
+    opt = _clip_optimizer(model, lr=3e-4)
     base_lr, warmup = 3e-4, 30
     t0 = time.time()
     losses, ema = [], None
