@@ -85,6 +85,7 @@ def test_inception_v3_compat_from_a_local_weights_file(tmp_path, random_inceptio
     assert fid.shape == (4, 2048) and isc.shape == (4, 1008)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
     import pickle
 
