@@ -89,8 +89,10 @@ SHOW_COLUMNS = ["model", "dataset", "steps", "cfg", "solver", "n", "fid", "is", 
 
 
 def _frame(args):
+    from bench.report.source import snapshot
     from bench.store import load
-    df = load(args.db)
+    with snapshot(args.db) as db:         # readable even while a `bench run` holds the store
+        df = load(db)
     suite = getattr(args, "suite", None)
     if suite:
         name = suite
@@ -130,13 +132,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from bench.report import write_report
-    df = _frame(args)
-    if df.empty:
-        return _err(f"{args.db}: no cells for suite {args.suite!r}" if args.suite else f"{args.db}: no cells stored")
-    paths = write_report(df, args.out)
+    from bench.report import snapshot, write_report
+    # read-only; while a `bench run` holds the store's lock, a copy of it taken now
+    with snapshot(args.db, notify=lambda msg: print(f"note: {msg}", file=sys.stderr)) as db:
+        df = _frame(argparse.Namespace(**{**vars(args), "db": str(db)}))
+        if df.empty:
+            return _err(f"{args.db}: no cells for suite {args.suite!r}" if args.suite
+                        else f"{args.db}: no cells stored")
+        paths = write_report(df, args.out, db=db, shown_db=str(args.db))
+    figures = [p for p in paths if p.suffix in (".png", ".svg")]
     for p in paths:
-        print(f"wrote {p}")
+        if p not in figures:
+            print(f"wrote {p}")
+    print(f"wrote {len(figures)} plot files (PNG and SVG) beside them")
     return 0
 
 

@@ -1,5 +1,11 @@
-"""Reports built from the tidy store frame: Markdown leaderboards (HTML and plots grow here)."""
+"""Reports built from the store: leaderboards (Markdown, HTML), plots (PNG, SVG), sample grids, one page.
 
-from bench.report.leaderboard import write_report
+``write_report(df, out_dir, db=...)`` writes ``<out_dir>/<suite>/``; ``snapshot(db)`` gives a path that is
+safe to read while a writer holds the store. Modules: directions (metric names and directions, from the
+metrics' declarations), source (read-only store access), leaderboard, plots, grids, html, build.
+"""
 
-__all__ = ["write_report"]
+from bench.report.build import write_report
+from bench.report.source import snapshot
+
+__all__ = ["write_report", "snapshot"]

@@ -1,0 +1,298 @@
+"""The report's figures (matplotlib, Agg canvas, no pyplot state), each saved as PNG and SVG.
+
+Per dataset: every metric against steps (log2 axis, one line per model and CFG) and against CFG (one line per
+model and step count); FID against CLIP Score and PickScore with arrows along increasing CFG; MMHM and FID
+against batch-1 latency with the Pareto front; and the rank-correlation heatmap of the quality metrics.
+Titles and directions come from bench.report.directions (the metrics' own declarations). Missing values break
+a line; nothing is interpolated or averaged. matplotlib is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.report import directions as D
+
+DIMS = ("steps", "cfg", "solver", "seed")
+FLOOR = "real"          # the family drawn as each metric's floor, not as a line
+
+
+@dataclass
+class Plot:
+    kind: str
+    dataset: str
+    title: str
+    png: Path
+    svg: Path
+    caption: str
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
+    return s if s == str(name) else f"{s}-{hashlib.sha1(str(name).encode()).hexdigest()[:6]}"
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out: Path, name: str) -> tuple[Path, Path]:
+    import matplotlib
+    out.mkdir(parents=True, exist_ok=True)
+    png, svg = out / f"{name}.png", out / f"{name}.svg"
+    with matplotlib.rc_context({"svg.hashsalt": "stepbench", "svg.fonttype": "none"}):
+        fig.savefig(png, dpi=100, metadata={"Software": None})
+        fig.set_layout_engine("none")       # keep the layout just computed: the SVG is the same figure
+        fig.savefig(svg, metadata={"Creator": None, "Date": None})
+    return png, svg
+
+
+def _colors(models: list[str]) -> dict[str, tuple]:
+    import matplotlib
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(models)}
+
+
+def _shade(color, i: int, n: int):
+    """The model's colour, lighter for earlier members of a series (i of n), darkest last."""
+    if n <= 1:
+        return color
+    t = 0.55 * (1 - i / (n - 1))
+    return tuple(c + (1 - c) * t for c in color[:3]) + (1.0,)
+
+
+def _runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Ok cells that are plotted as model lines (not the real-vs-real floor)."""
+    ok = df[df["status"] == "ok"]
+    return ok[ok["family"] != FLOOR] if "family" in ok.columns else ok
+
+
+def _floors(df: pd.DataFrame) -> pd.DataFrame:
+    ok = df[df["status"] == "ok"]
+    return ok[ok["family"] == FLOOR] if "family" in ok.columns else ok.iloc[0:0]
+
+
+def _metrics(df: pd.DataFrame) -> list[str]:
+    return [m for m in D.PLOTTED if m in df.columns and df[m].notna().any()]
+
+
+def _varying(g: pd.DataFrame, skip: str) -> list[str]:
+    """The config columns that tell a model's lines apart: the other sweep axis always, solver and seed if varied."""
+    other = "cfg" if skip == "steps" else "steps"
+    return [d for d in DIMS if d != skip and d in g.columns and (d == other or g[d].nunique(dropna=False) > 1)]
+
+
+def tex_safe(text) -> str:
+    """Text for matplotlib: a '$' in a stored name must not switch on mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _label(model: str, key: tuple, dims: list[str]) -> str:
+    parts = [tex_safe(model)]
+    for d, v in zip(dims, key):
+        parts.append(f"{d} {v:g}" if isinstance(v, float) else f"{d} {v}")
+    return " ".join(parts)
+
+
+def _series(runs: pd.DataFrame, x: str):
+    """(model, label, colour, frame sorted by x) for each line: cells of one model differing only in x."""
+    models = sorted(runs["model"].unique())
+    colors = _colors(models)
+    for model in models:
+        g = runs[(runs["model"] == model) & runs[x].notna()]
+        if g.empty:
+            continue
+        dims = _varying(g, x)
+        groups = list(g.groupby(dims, dropna=False, sort=True)) if dims else [((), g)]
+        for i, (key, sub) in enumerate(groups):
+            key = key if isinstance(key, tuple) else (key,)
+            yield model, _label(model, key, dims), _shade(colors[model], i, len(groups)), sub.sort_values(x)
+
+
+def _floor_lines(ax, floors: pd.DataFrame, metric: str) -> None:
+    vals = floors[metric].dropna() if metric in floors.columns else []
+    for j, v in enumerate(vals):
+        ax.axhline(v, color="0.45", ls=":", lw=1.2, label="real-vs-real (floor)" if j == 0 else None)
+
+
+def _legend(fig, axes) -> None:
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[k] for k in labels], labels, loc="outside right upper", fontsize=7, frameon=False)
+
+
+def _grid(n: int, w: float = 4.2, h: float = 3.1, ncols: int = 3):
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig = _figure(w * ncols + 2.2, h * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def against(df: pd.DataFrame, dataset: str, x: str, out: Path) -> Plot | str:
+    """Each metric against ``x`` ("steps" on a log2 axis, or "cfg"), one line per model and other config."""
+    runs, floors, metrics = _runs(df), _floors(df), _metrics(df)
+    if runs.empty or not metrics or runs[x].notna().sum() == 0:
+        return f"{x}: no ok cells with {x} and a metric"
+    fig, axes = _grid(len(metrics))
+    for ax, m in zip(axes, metrics):
+        for _model, lab, color, sub in _series(runs, x):
+            ax.plot(sub[x].astype(float), sub[m].astype(float), marker="o", ms=3.5, lw=1.4, color=color, label=lab)
+        _floor_lines(ax, floors, m)
+        ax.set_title(D.title(m), fontsize=10)
+        ax.set_xlabel(D.label(x))
+        ticks = sorted(runs[x].dropna().astype(float).unique())
+        if x == "steps":
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    other = "CFG" if x == "steps" else "step count"
+    fig.suptitle(f"{tex_safe(dataset)}: metrics against {D.label(x)} (one line per model and {other})", fontsize=11)
+    _legend(fig, axes)
+    png, svg = _save(fig, out, f"{x}-{slug(dataset)}")
+    return Plot(x, dataset, f"Metrics against {D.label(x)}", png, svg,
+                f"Each metric against {D.label(x)}{' (log2 axis)' if x == 'steps' else ''}, one line per model "
+                f"and {other}; dotted: real-vs-real floor; gaps are missing values.")
+
+
+def tradeoff(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
+    """FID against CLIP Score and against PickScore; points by model, arrows along increasing CFG."""
+    runs, floors = _runs(df), _floors(df)
+    xs = [c for c in ("clip_score", "pickscore") if c in df.columns and df[c].notna().any()]
+    if "fid" not in df.columns or not xs or runs.empty:
+        return "trade-off: needs fid and clip_score or pickscore"
+    fig = _figure(5.0 * len(xs) + 2.2, 4.2)
+    axes = fig.subplots(1, len(xs), squeeze=False).ravel()
+    for ax, xc in zip(axes, xs):
+        for _model, lab, color, sub in _series(runs, "cfg"):
+            pts = sub[[xc, "fid"]].astype(float).to_numpy()
+            ax.scatter(pts[:, 0], pts[:, 1], color=color, s=18, zorder=3, label=lab.replace("steps ", "steps="))
+            for a, b in zip(pts[:-1], pts[1:]):
+                if np.isfinite(a).all() and np.isfinite(b).all():
+                    ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", color=color, lw=1.1,
+                                                                    shrinkA=3, shrinkB=3))
+        if not floors.empty and xc in floors.columns:
+            f = floors[[xc, "fid"]].astype(float).dropna()
+            ax.scatter(f[xc], f["fid"], marker="*", s=90, color="0.35", zorder=4, label="real-vs-real (floor)")
+        ax.set_xlabel(D.title(xc))
+        ax.set_ylabel(D.title("fid"))
+        ax.set_title(f"FID against {D.label(xc)}", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{tex_safe(dataset)}: the guidance trade-off (arrows follow increasing CFG; one series per model and "
+                 f"step count)", fontsize=11)
+    _legend(fig, axes)
+    png, svg = _save(fig, out, f"tradeoff-{slug(dataset)}")
+    return Plot("tradeoff", dataset, "FID against CLIP Score and PickScore", png, svg,
+                "Each point a cell, coloured by model (darker = more steps); arrows run along increasing CFG.")
+
+
+def pareto_mask(cost: np.ndarray, quality: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Cells no other cell beats on both latency (lower) and quality (by its declared direction)."""
+    q = quality if higher_is_better else -quality
+    ok = np.isfinite(cost) & np.isfinite(q)
+    mask = np.zeros(len(cost), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (cost <= cost[i]) & (q >= q[i]) & ((cost < cost[i]) | (q > q[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+def _log_axis(ax) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def latency(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
+    """MMHM and FID against batch-1 latency, Pareto front marked."""
+    runs = _runs(df)
+    ys = [m for m in ("mmhm", "fid") if m in runs.columns and runs[m].notna().any()]
+    if "latency_s" not in runs.columns or runs["latency_s"].notna().sum() == 0 or not ys:
+        return "quality vs latency: needs latency_s and mmhm or fid"
+    models = sorted(runs["model"].unique())
+    colors = _colors(models)
+    fig = _figure(5.0 * len(ys) + 2.2, 4.2)
+    axes = fig.subplots(1, len(ys), squeeze=False).ravel()
+    for ax, m in zip(axes, ys):
+        for model in models:
+            g = runs[runs["model"] == model]
+            ax.scatter(g["latency_s"].astype(float), g[m].astype(float), s=18, color=colors[model],
+                       label=tex_safe(model), zorder=3)
+        cost, q = runs["latency_s"].astype(float).to_numpy(), runs[m].astype(float).to_numpy()
+        front = pareto_mask(cost, q, D.spec(m).higher_is_better)
+        if front.any():
+            order = np.argsort(cost[front])
+            fx, fy = cost[front][order], q[front][order]
+            ax.step(fx, fy, where="post", color="k", lw=1, ls="--", zorder=2, label="Pareto front")
+            ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="k", lw=1, zorder=4)
+        _log_axis(ax)
+        ax.set_xlabel(D.label("latency_s") + ", log axis (lower is better)")
+        ax.set_ylabel(D.title(m))
+        ax.set_title(f"{D.label(m)} against latency", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{tex_safe(dataset)}: quality against latency (circled: Pareto-optimal cells)", fontsize=11)
+    _legend(fig, axes)
+    png, svg = _save(fig, out, f"latency-{slug(dataset)}")
+    return Plot("latency", dataset, "Quality against latency", png, svg,
+                "Circled cells are Pareto-optimal: no other cell is both faster and better on that metric.")
+
+
+def correlation(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
+    """Spearman rank correlation of FID, IS, CLIP Score, PickScore and MMHM over the dataset's ok cells."""
+    runs = _runs(df)
+    cols = [c for c in ("fid", "is", "clip_score", "pickscore", "mmhm") if c in runs.columns
+            and runs[c].notna().sum() >= 3]
+    if len(cols) < 2:
+        return "correlation: needs two metrics with at least three values"
+    corr = runs[cols].astype(float).corr(method="spearman", min_periods=3)
+    n = len(runs[cols].dropna())
+    fig = _figure(1.2 * len(cols) + 2.6, 1.05 * len(cols) + 1.4)
+    ax = fig.subplots()
+    im = ax.imshow(corr.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    names = [f"{D.label(c)} {D.spec(c).arrow}" for c in cols]
+    ax.set_xticks(range(len(cols)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(cols)), names)
+    for i in range(len(cols)):
+        for j in range(len(cols)):
+            v = corr.iat[i, j]
+            ax.text(j, i, "–" if pd.isna(v) else f"{v:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if not pd.isna(v) and abs(v) > 0.6 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ")
+    ax.set_title(f"{tex_safe(dataset)}: rank correlation over {len(runs)} cells\n({n} with all shown; ↑/↓ = better)",
+                 fontsize=10)
+    png, svg = _save(fig, out, f"correlation-{slug(dataset)}")
+    return Plot("correlation", dataset, "Metric correlation", png, svg,
+                "Spearman rank correlation across the sweep's ok cells (pairwise complete; real-vs-real excluded).")
+
+
+def make_plots(df: pd.DataFrame, out: Path) -> tuple[list[Plot], list[str]]:
+    """All figures for one suite frame, per dataset; returns (plots, notes on plots skipped and why)."""
+    plots, skipped = [], []
+    for dataset, g in df.groupby("dataset", sort=True):
+        for r in (against(g, dataset, "steps", out), against(g, dataset, "cfg", out), tradeoff(g, dataset, out),
+                  latency(g, dataset, out), correlation(g, dataset, out)):
+            if isinstance(r, Plot):
+                plots.append(r)
+            else:
+                skipped.append(f"{dataset}: {r}")
+    return plots, skipped
