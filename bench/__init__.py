@@ -7,10 +7,11 @@
 __version__ = "0.1.0"
 
 
-def load(db: str = "results/bench.duckdb"):
-    """The result store as a tidy pandas DataFrame (one row per cell, metric columns, MMHM)."""
+def load(db: str = "results/bench.duckdb", latest: bool = True):
+    """The result store as a tidy pandas DataFrame (one row per cell, metric columns, MMHM); by default only the
+    newest measurement of each sweep point (``latest=False`` for all)."""
     from bench.store import load as _load
-    return _load(db)
+    return _load(db, latest=latest)
 
 
 __all__ = ["load", "__version__"]

@@ -155,11 +155,20 @@ class ResultStore:
             FROM cells GROUP BY suite ORDER BY suite""").df()
 
 
-def tidy(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+# What identifies a sweep point; a re-measurement of it (new weights, metric or code version) supersedes the old.
+POINT = ["suite", "model", "dataset", "steps", "cfg", "solver", "seed", "plan"]
+
+
+def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
+    """One row per cell. With ``latest`` (default), only the most recently finished cell of each sweep point:
+    cells measured with older weights or code stay in the store (query them with SQL) but not in the table."""
     cells = con.execute("""
         SELECT key, suite, model_id AS model, adapter, family, dataset, steps, cfg, solver, seed, plan, n,
                status, error, seconds, finished FROM cells ORDER BY suite, dataset, model_id, steps, cfg, solver
     """).df()
+    if latest and not cells.empty:
+        newest = cells.sort_values("finished", kind="stable").drop_duplicates(POINT, keep="last").index
+        cells = cells.loc[cells.index.isin(newest)].reset_index(drop=True)
     metrics = con.execute("SELECT key, metric, value FROM metrics").df()
     timings = con.execute("SELECT key, name, value FROM timings").df()
     wide = cells
@@ -172,7 +181,8 @@ def tidy(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return add_mmhm(wide)
 
 
-def load(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
-    """The whole store as a tidy DataFrame (one row per cell, metric and timing columns, MMHM)."""
+def load(db: str | Path = "results/bench.duckdb", latest: bool = True) -> pd.DataFrame:
+    """The store as a tidy DataFrame (one row per cell, metric and timing columns, MMHM); ``latest=False`` keeps
+    superseded measurements of the same sweep point too."""
     with ResultStore(db, read_only=True) as store:
-        return store.frame()
+        return tidy(store.con, latest=latest)

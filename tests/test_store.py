@@ -68,3 +68,14 @@ def test_second_writer_gets_a_clear_lock_message(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_new_measurement_of_a_sweep_point_supersedes_the_old_one(tmp_path):
+    db = tmp_path / "b.duckdb"
+    with ResultStore(db) as st:
+        st.write("old", _row(), {"fid": (9.0, "fid_is_kid", "v1", {})}, {})
+        st.write("other", _row(steps=2), {"fid": (7.0, "fid_is_kid", "v1", {})}, {})
+        st.write("new", _row(), {"fid": (5.0, "fid_is_kid", "v2", {})}, {})   # same point, new weights/code
+    df = bench.load(db)
+    assert sorted(df["key"]) == ["new", "other"] and df.set_index("key").loc["new", "fid"] == 5.0
+    assert sorted(bench.load(db, latest=False)["key"]) == ["new", "old", "other"]
