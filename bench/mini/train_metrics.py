@@ -331,6 +331,21 @@ def _clip_optimizer(model, lr: float) -> torch.optim.AdamW:
                              lr=lr, betas=(0.9, 0.98))
 
 
+def _clip_step(model, opt, loss, losses: list, ema, step: int, steps: int, t0: float) -> float:
+    """One optimiser step of a CLIP-style model (logit scale clamped to 100, as CLIP does), with the running log."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    losses.append(loss.item())
+    ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+    if step % 50 == 0 or step == steps - 1:
+        _log(f"  step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  scale {model.logit_scale.exp().item():.1f}"
+             f"  {time.time() - t0:.0f}s")
+    return ema
+
+
 def train_clip(steps: int = CLIP_STEPS, seed: int = CLIP_SEED, directory=W.WEIGHTS_DIR) -> dict:
     from bench.mini.metric_nets import CLIP_MODEL_NAME, build_clip, clip_config, clip_state_for_saving, load_clip
     model, tokenizer = build_clip(seed)
@@ -355,16 +370,7 @@ def train_clip(steps: int = CLIP_STEPS, seed: int = CLIP_SEED, directory=W.WEIGH
         tx = F.normalize(model.encode_text(ct.tokens(caps)), dim=-1)
         logits = model.logit_scale.exp() * im @ tx.T
         loss = soft_clip_loss(logits, T)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.item())
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            _log(f"  step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  scale {model.logit_scale.exp().item():.1f}"
-                 f"  {time.time() - t0:.0f}s")
+        ema = _clip_step(model, opt, loss, losses, ema, step, steps, t0)
     train_s = time.time() - t0
     ct.restore()
     model.eval()
@@ -465,16 +471,7 @@ def train_pick(steps: int = PICK_STEPS, seed: int = PICK_SEED, directory=W.WEIGH
         s_rej = scale * (emb[PICK_PAIRS:] * temb).sum(-1)
         logits = torch.stack([s_pref, s_rej], 1)
         loss = F.cross_entropy(logits, torch.zeros(PICK_PAIRS, dtype=torch.long))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.item())
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            _log(f"  step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  scale {scale.item():.1f}"
-                 f"  {time.time() - t0:.0f}s")
+        ema = _clip_step(model, opt, loss, losses, ema, step, steps, t0)
     train_s = time.time() - t0
     ct.restore()
     model.eval()
