@@ -8,6 +8,7 @@ cell is written in one transaction.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import signal
@@ -79,12 +80,19 @@ def png_bytes(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
+def generate(gen, cell: Cell, labels: torch.Tensor, sample_ids: torch.Tensor) -> Any:
+    """The generator's call for a cell, under the suite's dtype (autocast unless float32): bulk pass and latency
+    measurement go through here alike, so both time the same computation."""
+    device_type = next((p.device.type for m in gen.networks() for p in m.parameters()), "cpu")
+    ctx = torch.autocast(device_type, dtype=DTYPES[cell.dtype]) if cell.dtype != "float32" else nullcontext()
+    with ctx:
+        return gen.generate(labels, sample_ids, cell.settings())
+
+
 def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tensor, sample_ids: torch.Tensor,
                 device: torch.device, keep: int = 0, bar: tqdm | None = None) -> dict[str, Any]:
     """Generate ``sample_ids`` in batches and feed every accumulator; returns counts, NFE and kept samples."""
-    s = cell.settings()
     counter = NFECounter()
-    autocast = (torch.autocast(device.type, dtype=DTYPES[cell.dtype]) if cell.dtype != "float32" else nullcontext())
     kept: list[tuple[int, int, bytes]] = []
     batch_times: list[tuple[int, float]] = []
     gen_s = score_s = 0.0
@@ -93,8 +101,7 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
             ids = sample_ids[start:start + cell.batch_size]
             ys = labels[start:start + cell.batch_size]
             t0 = time.perf_counter()
-            with autocast:
-                images = gen.generate(ys, ids, s)
+            images = generate(gen, cell, ys, ids)
             sync(device)
             t1 = time.perf_counter()
             images = check_images(images, len(ids), f"model {cell.model.id!r}")
@@ -234,7 +241,6 @@ class Runner:
     def _fail(self, store, run_id, cell, key, adapter, wid, err: Exception, summary: RunSummary, bar) -> None:
         msg = f"{type(err).__name__}: {err}"
         if key is None:
-            import hashlib
             key = "failed-" + hashlib.sha256((canonical_json(cell.config()) + wid).encode()).hexdigest()
         prov = {"weights": wid, "adapter_version": getattr(adapter, "version", None),
                 "traceback": "".join(traceback.format_exception(err))[-4000:]}
@@ -291,10 +297,8 @@ class Runner:
         t = self.suite.spec.timing
         if not t.enabled or not adapter.networks():
             return {}
-        s = cell.settings()
-
         def call(b: int) -> None:
-            adapter.generate(labels[:b], ids[:b], s)
+            generate(adapter, cell, labels[:b], ids[:b])
 
         lat = measure(call, 1, t.warmup, t.repeats, self.device)
         b = min(cell.batch_size, len(ids))

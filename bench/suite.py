@@ -72,24 +72,13 @@ class ModelEntry(_Strict):
     @field_validator("steps")
     @classmethod
     def _steps(cls, v):
-        if v is not None:
-            if not v:
-                raise ValueError("must list at least one step count")
-            bad = [s for s in v if s < 1]
-            if bad:
-                raise ValueError(f"step counts must be >= 1, got {bad}")
-        return v
+        return _sweep_axis(v, "step count", lambda s: s >= 1, "step counts must be >= 1")
 
     @field_validator("cfg")
     @classmethod
     def _cfg(cls, v):
-        if v is not None:
-            if not v:
-                raise ValueError("must list at least one guidance scale")
-            bad = [c for c in v if not math.isfinite(c) or c < 0]
-            if bad:
-                raise ValueError(f"guidance scales must be finite and >= 0, got {bad}")
-        return v
+        return _sweep_axis(v, "guidance scale", lambda c: math.isfinite(c) and c >= 0,
+                           "guidance scales must be finite and >= 0")
 
     @field_validator("solver")
     @classmethod
@@ -143,6 +132,18 @@ class SuiteFile(_Strict):
     @property
     def seeds(self) -> list[int]:
         return [self.seed] if isinstance(self.seed, int) else list(self.seed)
+
+
+def _sweep_axis(values, what: str, ok, rule: str):
+    """A sweep axis is absent (None) or a non-empty list whose every value passes ``ok``."""
+    if values is None:
+        return None
+    if not values:
+        raise ValueError(f"must list at least one {what}")
+    bad = [x for x in values if not ok(x)]
+    if bad:
+        raise ValueError(f"{rule}, got {bad}")
+    return values
 
 
 def _unique_ids(entries: list, what: str) -> list:
