@@ -89,10 +89,55 @@ def generate(gen, cell: Cell, labels: torch.Tensor, sample_ids: torch.Tensor) ->
         return gen.generate(labels, sample_ids, cell.settings())
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA/MPS/CPU allocator failures: the ones a smaller batch can fix."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    msg = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class BatchBackoff:
+    """Generates a batch in sub-batches of the largest size that fits: on out-of-memory the size halves and the
+    failed sub-batch is generated again (sample i depends only on (seed, i), so the images are the same ones), and
+    the NFE counted by the failed attempt is taken back. The size never grows again within the cell."""
+
+    def __init__(self, size: int, counter: NFECounter | None = None):
+        self.size, self.counter, self.backoffs = size, counter, []
+
+    def __call__(self, gen, cell: Cell, ys: torch.Tensor, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+        where = f"model {cell.model.id!r}"
+        parts, i = [], 0
+        while i < len(ids):
+            b = self.size
+            rows = self.counter.rows if self.counter is not None else 0
+            try:
+                part = generate(gen, cell, ys[i:i + b], ids[i:i + b])
+            except Exception as e:
+                if not is_out_of_memory(e) or self.size == 1:
+                    raise
+                if self.counter is not None:
+                    self.counter.rows = rows
+                _free_memory(device)
+                self.size = max(1, self.size // 2)
+                self.backoffs.append(self.size)
+                continue
+            parts.append(check_images(part, len(ids[i:i + b]), where))
+            i += b
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tensor, sample_ids: torch.Tensor,
                 device: torch.device, keep: int = 0, bar: tqdm | None = None) -> dict[str, Any]:
-    """Generate ``sample_ids`` in batches and feed every accumulator; returns counts, NFE and kept samples."""
+    """Generate ``sample_ids`` in batches and feed every accumulator; returns counts, NFE and kept samples.
+    Generation backs off to smaller sub-batches on out-of-memory (see `BatchBackoff`)."""
     counter = NFECounter()
+    backoff = BatchBackoff(cell.batch_size, counter)
     kept: list[tuple[int, int, bytes]] = []
     batch_times: list[tuple[int, float]] = []
     gen_s = score_s = 0.0
@@ -101,10 +146,14 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
             ids = sample_ids[start:start + cell.batch_size]
             ys = labels[start:start + cell.batch_size]
             t0 = time.perf_counter()
-            images = generate(gen, cell, ys, ids)
+            images = backoff(gen, cell, ys, ids, device)
             sync(device)
             t1 = time.perf_counter()
-            images = check_images(images, len(ids), f"model {cell.model.id!r}")
+            if start == 0:
+                size = tuple(images.shape[1:3])
+            elif tuple(images.shape[1:3]) != size:
+                raise CellError(f"model {cell.model.id!r}: image size changed mid-cell from {size[0]}x{size[1]} "
+                                f"to {images.shape[1]}x{images.shape[2]}")
             prompts = prompts_for(dataset, ys)
             for acc in accumulators:
                 acc.update(images, ys, prompts, ids)
@@ -116,7 +165,7 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
             if bar is not None:
                 bar.update(len(ids))
     return {"nfe": counter.per_image(len(sample_ids)), "generate_s": gen_s, "score_s": score_s, "kept": kept,
-            "batch_times": batch_times}
+            "batch_times": batch_times, "generation_batch": backoff.size, "backoffs": backoff.backoffs}
 
 
 class Runner:
@@ -278,10 +327,17 @@ class Runner:
         score_s = out["score_s"] + time.perf_counter() - t_res
         timings = {"nfe": (out["nfe"], "evals/image"), "nfe_declared": (adapter.nfe_per_image(s), "evals/image"),
                    "generate_s": (out["generate_s"], "s"), "score_s": (score_s, "s")}
-        timings.update(self._latency(cell, adapter, labels, ids, out["batch_times"]))
+        timings.update(self._latency(cell, adapter, labels, ids, out["batch_times"], out["generation_batch"]))
         prov = {"weights": wid, "adapter_version": adapter.version, "dataset_fingerprint": dataset.fingerprint(),
                 "metrics": {n: m.version_key() for n, m in metrics.items()}, "device": str(self.device),
-                "dtype": cell.dtype, "batch_size": cell.batch_size}
+                "dtype": cell.dtype, "batch_size": cell.batch_size, "generation_batch": out["generation_batch"]}
+        if out["backoffs"]:
+            prov["out_of_memory_backoffs"] = out["backoffs"]
+            self._log(f"{cell.model.id}: out of memory at batch {cell.batch_size}; generated in sub-batches of "
+                      f"{out['generation_batch']}")
+        failures = getattr(dataset, "decode_failures", None)
+        if failures:
+            prov["decode_failures"] = {"count": len(failures), "files": list(failures)[:1000]}
         seconds = time.perf_counter() - t0
         store.write(key, self._row(cell, run_id, adapter, "ok", None, len(ids), prov, seconds), values, timings,
                     out["kept"])
@@ -291,7 +347,7 @@ class Runner:
         self._log(f"{cell.model.id:>16} {cell.dataset:>9} steps={cell.steps} cfg={cell.cfg} "
                   f"nfe={out['nfe']:.3g}: {shown} ({seconds:.1f} s)")
 
-    def _latency(self, cell: Cell, adapter, labels, ids, batch_times) -> dict[str, tuple[float, str]]:
+    def _latency(self, cell: Cell, adapter, labels, ids, batch_times, gen_batch: int) -> dict[str, tuple[float, str]]:
         """Batch-1 latency, measured apart from the bulk pass; throughput at the suite batch size, either measured
         apart too ("separate") or from the bulk pass's full, synchronised batches after the first ("bulk")."""
         t = self.suite.spec.timing
@@ -301,8 +357,8 @@ class Runner:
             generate(adapter, cell, labels[:b], ids[:b])
 
         lat = measure(call, 1, t.warmup, t.repeats, self.device)
-        b = min(cell.batch_size, len(ids))
-        full = [sec / n for n, sec in batch_times[1:] if n == b]
+        b = min(gen_batch, len(ids))    # the suite's batch size, or what out-of-memory back-off left of it
+        full = [sec / n for n, sec in batch_times[1:] if n == min(cell.batch_size, len(ids))]
         if t.throughput == "bulk" and full:
             thr = summarize(full)
         else:

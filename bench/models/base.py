@@ -47,7 +47,17 @@ class Generator(Protocol):
         ``bench.noise`` seeded with (s.seed, sample_ids[k])."""
 
 
+class NonFiniteImages(ValueError):
+    """A generator produced NaN or Inf pixels: quantising them would silently give black images."""
+
+
 def to_uint8_nhwc(x: torch.Tensor) -> torch.Tensor:
-    """Map a float NCHW batch in [-1, 1] to uint8 NHWC (round half up, clamped)."""
+    """Map a float NCHW batch in [-1, 1] to uint8 NHWC (round half up, clamped). NaN/Inf raise
+    `NonFiniteImages` (the cell fails with that reason) instead of turning into black pixels."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = bad.flatten(1).any(1).nonzero().flatten().tolist()
+        raise NonFiniteImages(f"{len(rows)} of {len(x)} images in the batch contain NaN/Inf values "
+                              f"(batch rows {rows[:8]})")
     x = ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
