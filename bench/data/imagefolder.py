@@ -1,64 +1,80 @@
-"""Any labelled image folder: ``root/<class name>/*.png|jpg|...``, classes in sorted order unless given."""
+"""Any labelled folder: ``root/<class folder>/**/*.png|jpg|...``.
+
+Labels: folders in sorted order (default); ``classes: [names]`` (folder name -> its position); ``label_map:
+{folder: id}`` with ``classes`` naming the ids; or ``class_index: imagenet-1k`` (folders named by synset, id or
+class name -> ImageNet-1k ids, names from datasets/imagenet-1k.json in the ``class_names`` variant). Order: label
+id, then relative path. Same decoding, transforms, workers, halves and failure handling as the ImageNet sources.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
-import torch
-from PIL import Image
-
+from bench.data import classes as cls_index
 from bench.data.base import DatasetError
-
-EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-
-
-def load_rgb(path: Path, size: int | None) -> np.ndarray:
-    """Decode to RGB uint8 HWC; PIL bicubic resize straight to size x size (no crop) when size is given."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-        return np.asarray(im, dtype=np.uint8)
+from bench.data.decode import EXTS, load_rgb  # noqa: F401  (used by bench.models.samples)
+from bench.data.files import FolderReader, folder_content_hash
+from bench.data.hashing import digest
+from bench.data.locate import data_root
+from bench.data.stream import Item, LabelledImages, sorted_files
 
 
-class ImageFolder:
-    def __init__(self, name: str, root: str, resolution: int | None = 256, classes: list[str] | None = None,
-                 prompt_template: str = "a photo of a {class_name}"):
-        self.name, self.root, self.resolution = name, Path(root), resolution
+class ImageFolder(LabelledImages):
+    kind = "imagefolder"
+
+    def __init__(self, name: str, root: str | None = None, resolution: int | None = 256,
+                 classes: list[str] | None = None, label_map: dict[str, int] | None = None,
+                 class_index: str | None = None, class_names: str = "underscored",
+                 prompt_template: str = "a photo of a {class_name}", transform: str = "paper",
+                 workers: int | None = None, half: str | None = None):
+        self._setup(name, resolution, transform, workers, half, prompt_template)
+        self.root = data_root(name, root, name, "point options.root at a folder of <class>/<image> files")
         if not self.root.is_dir():
             raise DatasetError(f"dataset {name!r}: options.root {str(self.root)!r} is not a folder")
-        found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        ids = self._label_ids(found, classes, label_map, class_index, class_names)
+        items = []
+        for folder, y in ids.items():
+            d = self.root / folder
+            items += [Item(p.relative_to(self.root).as_posix(), y, p.relative_to(self.root).as_posix())
+                      for p in sorted_files(d)]
+        items.sort(key=lambda it: (it.label, it.ref))
+        self._finish(items, FolderReader(self.root))
+
+    def _label_ids(self, found, classes, label_map, class_index, variant) -> dict[str, int]:
+        name = self.name
+        if class_index is not None:
+            if class_index != "imagenet-1k":
+                raise DatasetError(f"dataset {name!r}: options.class_index must be 'imagenet-1k', got {class_index!r}")
+            self.class_names = cls_index.class_names(variant)
+            syn = cls_index.synset_to_index()
+            out, bad = {}, []
+            for f in found:
+                y = syn.get(f, int(f) if f.isdigit() and int(f) < 1000 else cls_index.id_for_name(f))
+                if label_map and f in label_map:
+                    y = label_map[f]
+                (bad.append(f) if y is None else out.__setitem__(f, y))
+            if bad:
+                raise DatasetError(f"dataset {name!r}: folders {bad[:5]} are not ImageNet-1k synsets, ids or class "
+                                   "names (add them to options.label_map)")
+            return out
+        if label_map is not None:
+            if not classes:
+                raise DatasetError(f"dataset {name!r}: options.label_map needs options.classes (names of the ids)")
+            self.class_names = list(classes)
+            missing = [f for f in found if f not in label_map]
+            if missing:
+                raise DatasetError(f"dataset {name!r}: folders {missing[:5]} are not in options.label_map")
+            for f, y in label_map.items():
+                if not isinstance(y, int) or not 0 <= y < len(classes):
+                    raise DatasetError(f"dataset {name!r}: options.label_map[{f!r}] = {y!r} is not an index of "
+                                       "options.classes")
+            return {f: label_map[f] for f in found}
         self.class_names = list(classes) if classes else found
         missing = [c for c in found if c not in self.class_names]
         if missing:
             raise DatasetError(f"dataset {name!r}: folders {missing[:5]} are not in options.classes")
-        self.prompt_template = prompt_template
-        self.items: list[tuple[Path, int]] = []
-        for idx, cname in enumerate(self.class_names):
-            d = self.root / cname
-            if d.is_dir():
-                self.items += [(p, idx) for p in sorted(d.iterdir()) if p.suffix.lower() in EXTS]
-        if not self.items:
-            raise DatasetError(f"dataset {name!r}: no images under {str(self.root)!r}")
+        return {c: i for i, c in enumerate(self.class_names) if c in found}
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(f"imagefolder/1/{self.resolution}/bicubic/{self.class_names}".encode())
-        for path, label in self.items:
-            h.update(f"{path.relative_to(self.root)}:{label}:".encode())
-            h.update(hashlib.sha256(path.read_bytes()).digest())
-        return h.hexdigest()
-
-    def labels(self) -> torch.Tensor:
-        return torch.tensor([y for _, y in self.items], dtype=torch.long)
-
-    def reference_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.items), batch_size):
-            chunk = self.items[start:start + batch_size]
-            imgs = np.stack([load_rgb(p, self.resolution) for p, _ in chunk])
-            yield torch.from_numpy(imgs), torch.tensor([y for _, y in chunk], dtype=torch.long)
+    def content_hash(self) -> str:
+        return digest(folder_content_hash(Path(self.root), self.all_items))

@@ -1,0 +1,111 @@
+"""Any Hugging Face dataset with an image and a label column: a hub id or a local path.
+
+``path`` goes to ``datasets.load_dataset(path, name, split=..., revision=..., data_dir=..., cache_dir=...)``;
+a folder written by ``Dataset.save_to_disk`` is opened with ``load_from_disk``. Works offline
+(``HF_DATASETS_OFFLINE=1``) on a local copy or a populated cache. Images are read as raw bytes and go through the
+same robust decode and named transform as the file sources. Class names: the label column's ClassLabel names,
+``classes: [names]``, or ``classes: imagenet-1k`` (ids 0..999, names in the ``class_names`` variant). Order: the
+split's row order. Fingerprint: sha256 of the Arrow files behind the split (cached by size + mtime), the labels,
+and the preprocessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.data import classes as cls_index
+from bench.data.base import DatasetError
+from bench.data.hashing import digest
+from bench.data.stream import Item, LabelledImages, Reader
+from bench.provenance import sha256_path
+
+
+class HFReader(Reader):
+    def __init__(self, ds, image_column: str):
+        self.ds, self.image_column = ds, image_column
+
+    def read(self, item: Item):
+        rec = self.ds[item.ref][self.image_column]
+        if rec is None:
+            raise ValueError("no image in this row")
+        return rec["bytes"] if rec.get("bytes") is not None else rec["path"]
+
+
+class HFDataset(LabelledImages):
+    kind = "hf"
+
+    def __init__(self, name: str, path: str | None = None, split: str = "validation", config: str | None = None,
+                 revision: str | None = None, data_dir: str | None = None, cache_dir: str | None = None,
+                 image_column: str = "image", label_column: str = "label", classes: list[str] | str | None = None,
+                 class_names: str = "underscored", prompt_template: str = "a photo of a {class_name}",
+                 resolution: int | None = 256, transform: str = "paper", workers: int | None = None,
+                 half: str | None = None):
+        self._setup(name, resolution, transform, workers, half, prompt_template)
+        if not path:
+            raise DatasetError(f"dataset {name!r}: options.path must name a Hugging Face dataset id or a local "
+                               "load_dataset path")
+        self.root, self.split = path, split
+        ds = self._load(path, split, config, revision, data_dir, cache_dir)
+        for col in (image_column, label_column):
+            if col not in ds.column_names:
+                raise DatasetError(f"dataset {name!r}: {path!r} split {split!r} has no column {col!r} "
+                                   f"(columns: {', '.join(ds.column_names)}); set options.image_column/label_column")
+        import datasets
+        feat = ds.features[image_column]
+        if not isinstance(feat, datasets.Image):
+            raise DatasetError(f"dataset {name!r}: column {image_column!r} is {type(feat).__name__}, not an Image")
+        self.class_names = self._class_names(ds.features[label_column], classes, class_names)
+        self._arrow = [f["filename"] for f in (ds.cache_files or [])]
+        self._ds_fingerprint = getattr(ds, "_fingerprint", None)
+        labels = ds[label_column]
+        if any(not isinstance(y, int) for y in labels):
+            raise DatasetError(f"dataset {name!r}: column {label_column!r} must hold integer labels")
+        items = [Item(f"row/{i}", y, i) for i, y in enumerate(labels)]
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+        self._finish(items, HFReader(ds.select_columns([image_column]), image_column))
+
+    def _load(self, path, split, config, revision, data_dir, cache_dir):
+        try:
+            import datasets
+        except ImportError as e:
+            raise DatasetError(f"dataset {self.name!r}: the hf source needs `pip install datasets` "
+                               "(or the project's [hf] extra)") from e
+        p = Path(path).expanduser()
+        try:
+            if p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file()):
+                ds = datasets.load_from_disk(str(p))
+                if isinstance(ds, datasets.DatasetDict):
+                    if split not in ds:
+                        raise DatasetError(f"dataset {self.name!r}: {path!r} has no split {split!r} "
+                                           f"(splits: {', '.join(ds)})")
+                    ds = ds[split]
+                return ds
+            return datasets.load_dataset(path, config, split=split, revision=revision, data_dir=data_dir,
+                                         cache_dir=cache_dir)
+        except DatasetError:
+            raise
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DatasetError(f"dataset {self.name!r}: cannot load {path!r} split {split!r}: {msg} (a hub id needs "
+                               "network or a populated HF cache; with HF_DATASETS_OFFLINE=1 point options.path at "
+                               "a local copy)") from e
+
+    def _class_names(self, feat, classes, variant) -> list[str]:
+        if classes == "imagenet-1k":
+            return cls_index.class_names(variant)
+        if isinstance(classes, list) and classes:
+            return [str(c) for c in classes]
+        if classes is not None:
+            raise DatasetError(f"dataset {self.name!r}: options.classes must be a list of names or 'imagenet-1k'")
+        names = getattr(feat, "names", None)
+        if not names:
+            raise DatasetError(f"dataset {self.name!r}: the label column has no ClassLabel names; set "
+                               "options.classes to a list of names or 'imagenet-1k'")
+        return list(names)
+
+    def content_hash(self) -> str:
+        if self._arrow:
+            content = [sha256_path(f) for f in self._arrow]
+        else:
+            content = ["fingerprint", self._ds_fingerprint]
+        return digest({"arrow": content, "split": self.split, "labels": [it.label for it in self.all_items]})

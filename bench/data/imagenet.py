@@ -1,0 +1,237 @@
+"""The paper's three evaluation sets on ImageNet-1k label ids: imagenet-val, imagenet-v2, relaionet.
+
+Common options: root, class_names (underscored | readable), prompt_template, resolution (256), transform
+(paper | adm), workers, half (a | b). See datasets/*.md for layouts, sources and expected counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from pathlib import Path
+
+from bench.data import classes
+from bench.data.base import DatasetError
+from bench.data.files import FolderReader, TarReader, folder_content_hash, tar_listing
+from bench.data.hashing import digest
+from bench.data.locate import data_root
+from bench.data.stream import Item, LabelledImages, sorted_files
+
+SYNSET = re.compile(r"^n\d{8}$")
+GT_NAMES = ("LOC_val_solution.csv", "val.txt", "val_labels.txt")
+
+
+class _ImageNetLabelled(LabelledImages):
+    def __init__(self, name: str, class_names: str = "underscored", prompt_template: str = "a photo of a {class_name}",
+                 resolution: int | None = 256, transform: str = "paper", workers: int | None = None,
+                 half: str | None = None):
+        self._setup(name, resolution, transform, workers, half, prompt_template)
+        self.class_names = classes.class_names(class_names)
+        self.class_name_variant = class_names
+
+
+class ImageNetVal(_ImageNetLabelled):
+    """ILSVRC2012 val: ``root/<synset>/*.JPEG`` or flat ``root/*.JPEG`` + a ground-truth file. Order: label id,
+    then file name, in both layouts (so both give the same labels, order and fingerprint for the same files)."""
+
+    kind = "imagenet-val"
+    GET = ("download ILSVRC2012_img_val.tar from https://image-net.org/download (registration needed) and "
+           "extract it as synset folders (n01440764/ILSVRC2012_val_00000293.JPEG ...) or flat with "
+           "options.ground_truth")
+
+    def __init__(self, name: str, root: str | None = None, ground_truth: str | None = None, **kw):
+        super().__init__(name, **kw)
+        self.root = data_root(name, root, "imagenet/val", self.GET)
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset {name!r}: {str(self.root)!r} is not a folder; {self.GET}")
+        dirs = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        syn = classes.synset_to_index()
+        if any(SYNSET.match(d) for d in dirs):
+            unknown = [d for d in dirs if d not in syn]
+            if unknown:
+                raise DatasetError(f"dataset {name!r}: folders {unknown[:5]} under {str(self.root)!r} are not "
+                                   "ImageNet-1k synsets")
+            items = []
+            for d in dirs:
+                items += [Item(p.relative_to(self.root).as_posix(), syn[d], p.relative_to(self.root).as_posix())
+                          for p in sorted_files(self.root / d)]
+            self.layout = "synset folders"
+        else:
+            items = self._flat(ground_truth)
+            self.layout = "flat + ground truth"
+        items.sort(key=lambda it: (it.label, Path(it.ref).name))
+        self._finish(items, FolderReader(self.root))
+
+    def _flat(self, ground_truth: str | None) -> list[Item]:
+        files = [p for p in sorted_files(self.root) if p.parent == self.root]
+        if not files:
+            raise DatasetError(f"dataset {self.name!r}: no synset folders or images in {str(self.root)!r}; {self.GET}")
+        gt = self._gt_path(ground_truth)
+        labels = read_ground_truth(gt)
+        items, unlabelled = [], []
+        for p in files:
+            y = labels.get(p.stem)
+            if y is None:
+                unlabelled.append(p.name)
+            else:
+                items.append(Item(p.name, y, p.name))
+        if unlabelled:
+            raise DatasetError(f"dataset {self.name!r}: {len(unlabelled)} image(s) have no label in {str(gt)!r}, "
+                               f"e.g. {unlabelled[0]}")
+        return items
+
+    def _gt_path(self, ground_truth: str | None) -> Path:
+        if ground_truth:
+            p = Path(ground_truth).expanduser()
+            p = p if p.is_absolute() else self.root / p
+            if not p.is_file():
+                raise DatasetError(f"dataset {self.name!r}: options.ground_truth {str(p)!r} is not a file")
+            return p
+        for d in (self.root, self.root.parent):
+            for n in GT_NAMES:
+                if (d / n).is_file():
+                    return d / n
+        raise DatasetError(f"dataset {self.name!r}: {str(self.root)!r} is a flat folder of images; set "
+                           f"options.ground_truth to LOC_val_solution.csv or a '<file> <index|synset>' list")
+
+    def content_hash(self) -> str:
+        # file names, not folders, identify an image: both layouts of the same files hash alike
+        return digest(folder_content_hash(self.root, self.all_items, lambda it: Path(it.ref).name))
+
+
+def read_ground_truth(path: Path) -> dict[str, int]:
+    """image stem -> label id from LOC_val_solution.csv (ImageId,PredictionString) or '<file> <index|synset>'
+    lines (0-based ImageNet-1k index, e.g. Caffe's val.txt)."""
+    syn = classes.synset_to_index()
+    out: dict[str, int] = {}
+    text = path.read_text()
+    first = text.lstrip().split("\n", 1)[0]
+    if first.startswith("ImageId"):
+        for row in csv.DictReader(text.splitlines()):
+            tok = (row.get("PredictionString") or "").split()
+            if not tok or tok[0] not in syn:
+                raise DatasetError(f"{path}: row {row.get('ImageId')!r}: expected a synset first in PredictionString")
+            out[Path(row["ImageId"]).stem] = syn[tok[0]]
+        return out
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DatasetError(f"{path}:{n}: expected '<file> <index|synset>' (a devkit ground-truth file of bare "
+                               "ILSVRC2012_IDs is not in index order; use LOC_val_solution.csv), got {line!r}")
+        f, lab = parts
+        if lab in syn:
+            out[Path(f).stem] = syn[lab]
+        elif lab.isdigit() and int(lab) < 1000:
+            out[Path(f).stem] = int(lab)
+        else:
+            raise DatasetError(f"{path}:{n}: label {lab!r} is neither a synset nor an index 0..999")
+    return out
+
+
+class ImageNetV2(_ImageNetLabelled):
+    """ImageNetV2 (matched-frequency by default): ``{0..999}/*.jpeg`` folders (order: class id, file name) or the
+    .tar.gz read in place without extracting (order: archive order)."""
+
+    kind = "imagenet-v2"
+    FOLDER = "imagenetv2-matched-frequency-format-val"
+    GET = ("download imagenetv2-matched-frequency.tar.gz from https://huggingface.co/datasets/vaishaal/ImageNetV2 "
+           f"and keep the .tar.gz or extract it (giving {FOLDER}/0..999/)")
+
+    def __init__(self, name: str, root: str | None = None, **kw):
+        super().__init__(name, **kw)
+        self.root = found = data_root(name, root, "imagenet-v2", self.GET)
+        if found.is_dir() and not _class_id_dirs(found):
+            sub = found / self.FOLDER
+            tars = sorted(found.glob("*.tar.gz")) + sorted(found.glob("*.tar"))
+            if sub.is_dir():
+                found = sub
+            elif len(tars) == 1:
+                found = tars[0]
+            elif len(tars) > 1:
+                raise DatasetError(f"dataset {name!r}: several archives in {str(found)!r} "
+                                   f"({', '.join(t.name for t in tars)}); set options.root to one of them")
+            else:
+                raise DatasetError(f"dataset {name!r}: no class folders 0..999, {self.FOLDER}/ or .tar.gz in "
+                                   f"{str(found)!r}; {self.GET}")
+        self.source_path = found
+        if found.is_dir():
+            self.layout = "folder"
+            items = []
+            for d in _class_id_dirs(found):
+                items += [Item(p.relative_to(found).as_posix(), int(d.name), p.relative_to(found).as_posix())
+                          for p in sorted_files(d)]
+            items.sort(key=lambda it: (it.label, it.ref))
+            self._finish(items, FolderReader(found))
+        else:
+            self.layout = "tar"
+            self._tar_sha, listing = tar_listing(found)
+            items = []
+            for idx, member in listing:
+                parts = Path(member).parts
+                if len(parts) >= 2 and Path(member).suffix.lower() in (".jpeg", ".jpg", ".png") \
+                        and parts[-2].isdigit() and int(parts[-2]) < 1000:
+                    items.append(Item(member, int(parts[-2]), idx))
+            self._finish(items, TarReader(found))
+
+    def _where(self) -> str:
+        return repr(str(self.source_path))
+
+    def content_hash(self) -> str:
+        if self.layout == "tar":
+            return digest(["tar", self._tar_sha, [[it.key, it.label] for it in self.all_items]])
+        return digest(folder_content_hash(self.source_path, self.all_items))
+
+
+def _class_id_dirs(folder: Path) -> list[Path]:
+    dirs = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) < 1000]
+    return sorted(dirs, key=lambda p: int(p.name))
+
+
+class ReLAIONet(_ImageNetLabelled):
+    """reLAIONet: ``images/<class name>/`` folders, names normalised (lower-case; spaces, '-', "'" -> '_') and
+    matched to ImageNet-1k first lemmas (then any lemma). ``class_map: {folder: id}`` overrides or fills in;
+    folders that map to no id are listed in ``unmapped_folders`` (and are an error with ``strict: true``)."""
+
+    kind = "relaionet"
+    GET = ("download reLAIONet (reLAIONet-cleaned-v1, images/<class name>/...) from its authors' release and put "
+           "it there")
+
+    def __init__(self, name: str, root: str | None = None, class_map: dict | None = None, strict: bool = False, **kw):
+        super().__init__(name, **kw)
+        base = data_root(name, root, "relaionet", self.GET)
+        for cand in (base / "reLAIONet-cleaned-v1" / "images", base / "images", base):
+            if cand.is_dir():
+                self.root = cand
+                break
+        else:
+            raise DatasetError(f"dataset {name!r}: {str(base)!r} is not a folder; {self.GET}")
+        cmap = {}
+        for k, v in (class_map or {}).items():
+            if not isinstance(v, int) or not 0 <= v < 1000:
+                raise DatasetError(f"dataset {name!r}: options.class_map[{k!r}] must be an id 0..999, got {v!r}")
+            cmap[classes.normalize(str(k))] = v
+        self.unmapped_folders: list[dict] = []
+        self.folder_ids: dict[str, int] = {}
+        items = []
+        for d in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            y = cmap.get(classes.normalize(d.name), classes.id_for_name(d.name))
+            files = sorted_files(d)
+            if y is None:
+                self.unmapped_folders.append({"folder": d.name, "images": len(files)})
+                continue
+            self.folder_ids[d.name] = y
+            items += [Item(p.relative_to(self.root).as_posix(), y, p.relative_to(self.root).as_posix()) for p in files]
+        if self.unmapped_folders:
+            msg = (f"dataset {name!r}: {len(self.unmapped_folders)} folder(s) map to no ImageNet-1k id and are left "
+                   f"out: {', '.join(u['folder'] for u in self.unmapped_folders[:5])} (add them to options.class_map)")
+            if strict:
+                raise DatasetError(msg)
+            warnings.warn(msg, stacklevel=2)
+        items.sort(key=lambda it: (it.label, it.ref))
+        self._finish(items, FolderReader(self.root))
+
+    def content_hash(self) -> str:
+        return digest(folder_content_hash(self.root, self.all_items))
