@@ -55,6 +55,32 @@ class RunSummary:
         return 130 if self.interrupted else (1 if self.failed else 0)
 
 
+@dataclass
+class PlannedModel:
+    """One model's cells still to run (with their keys), its adapter and weights id, and any load error."""
+    spec: Any
+    adapter: Any
+    weights_id: str
+    cells: list[tuple[Cell, str]] = field(default_factory=list)
+    load_error: BaseException | None = None
+
+
+@dataclass
+class Shard:
+    """What generating and scoring samples [lo, hi) of a cell hands back: accumulator states (feature and score
+    rows by sample id), counts and timings, never images (except the few kept sample PNGs of the first shard)."""
+    lo: int
+    hi: int
+    states: dict[str, dict]
+    nfe_rows: int
+    generate_s: float
+    score_s: float
+    kept: list
+    generation_batch: int
+    backoffs: list
+    latency: dict
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,7 +190,8 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
                 kept.append((int(ids[j]), int(ys[j]), png_bytes(images[j])))
             if bar is not None:
                 bar.update(len(ids))
-    return {"nfe": counter.per_image(len(sample_ids)), "generate_s": gen_s, "score_s": score_s, "kept": kept,
+    return {"nfe": counter.per_image(len(sample_ids)), "nfe_rows": counter.rows, "generate_s": gen_s,
+            "score_s": score_s, "kept": kept,
             "batch_times": batch_times, "generation_batch": backoff.size, "backoffs": backoff.backoffs}
 
 
@@ -210,6 +237,11 @@ class Runner:
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        return self.execute(self._run_model_local)
+
+    def execute(self, run_model) -> RunSummary:
+        """Plan the suite and call ``run_model(planned_model, store, run_id, summary, cell_bar)`` per model; the
+        local loop and the Ray executor (`bench.dist`) share everything but that call."""
         cells = self.suite.expand()
         summary = RunSummary(planned=len(cells))
         t_start = time.perf_counter()
@@ -219,9 +251,10 @@ class Runner:
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         cell_bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not self.progress, position=0)
         try:
-            by_model = itertools.groupby(cells, key=lambda c: c.model.id)
-            for _, group in by_model:
-                self._run_model(list(group), store, run_id, summary, cell_bar)
+            for _, group in itertools.groupby(cells, key=lambda c: c.model.id):
+                planned = self.plan_model(list(group), store, run_id, summary, cell_bar)
+                if planned.cells:
+                    run_model(planned, store, run_id, summary, cell_bar)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -237,42 +270,50 @@ class Runner:
         if self.progress:
             tqdm.write(msg, file=sys.stderr)
 
-    def _run_model(self, cells: list[Cell], store: ResultStore, run_id: str, summary: RunSummary,
-                   cell_bar: tqdm) -> None:
+    def plan_model(self, cells: list[Cell], store: ResultStore, run_id: str, summary: RunSummary,
+                   cell_bar: tqdm) -> "PlannedModel":
+        """Keys for one model's cells, skipping stored ones; a cell whose key cannot be made fails here."""
         spec = cells[0].model
         adapter = registry.resolve("model adapter", spec.adapter)()
-        plan: list[tuple[Cell, str]] = []
+        planned = PlannedModel(spec, adapter, "")
         try:
-            wid = provenance.weights_id(adapter, spec)
-            load_error = None
+            planned.weights_id = provenance.weights_id(adapter, spec)
         except Exception as e:  # missing weights etc.: every cell of this model fails with the reason
-            wid, load_error = f"unavailable:{spec.weights}", e
+            planned.weights_id, planned.load_error = f"unavailable:{spec.weights}", e
         for cell in cells:
             try:
-                key = self.key(cell, adapter, wid)
+                key = self.key(cell, adapter, planned.weights_id)
             except Exception as e:
-                self._fail(store, run_id, cell, None, adapter, wid, e, summary, cell_bar)
+                self._fail(store, run_id, cell, None, adapter, planned.weights_id, e, summary, cell_bar)
                 continue
             if self._needs_run(store.status(key)):
-                plan.append((cell, key))
+                planned.cells.append((cell, key))
             else:
                 summary.skipped += 1
                 cell_bar.update(1)
-        if not plan:
-            return
-        if load_error is None:
+        return planned
+
+    def load_model(self, planned: "PlannedModel") -> None:
+        if planned.load_error is None:
             try:
                 t0 = time.perf_counter()
-                adapter.load(spec, self.device)
-                self._log(f"loaded {spec.id} ({spec.adapter}) in {time.perf_counter() - t0:.1f} s")
+                planned.adapter.load(planned.spec, self.device)
+                self._log(f"loaded {planned.spec.id} ({planned.spec.adapter}) in {time.perf_counter() - t0:.1f} s")
             except Exception as e:
-                load_error = e
-        for cell, key in plan:
-            if load_error is not None:
-                self._fail(store, run_id, cell, key, adapter, wid, load_error, summary, cell_bar)
+                planned.load_error = e
+
+    def _run_model_local(self, planned: "PlannedModel", store: ResultStore, run_id: str, summary: RunSummary,
+                         cell_bar: tqdm) -> None:
+        self.load_model(planned)
+        adapter, wid = planned.adapter, planned.weights_id
+        for cell, key in planned.cells:
+            if planned.load_error is not None:
+                self._fail(store, run_id, cell, key, adapter, wid, planned.load_error, summary, cell_bar)
                 continue
             try:
-                self._run_cell(cell, key, adapter, wid, store, run_id, summary)
+                t0 = time.perf_counter()
+                shard = self.run_shard(cell, adapter, 0, None, with_latency=True)
+                self.finish_cell(cell, key, adapter, wid, [shard], store, run_id, summary, t0)
             except KeyboardInterrupt:
                 raise
             except Exception as e:
@@ -287,7 +328,7 @@ class Runner:
                 "cfg": cell.cfg, "solver": cell.solver, "seed": cell.seed, "plan": cell.plan.describe(), "n": n,
                 "status": status, "error": error, "config": cell.config(), "provenance": prov, "seconds": seconds}
 
-    def _fail(self, store, run_id, cell, key, adapter, wid, err: Exception, summary: RunSummary, bar) -> None:
+    def _fail(self, store, run_id, cell, key, adapter, wid, err: BaseException, summary: RunSummary, bar) -> None:
         msg = f"{type(err).__name__}: {err}"
         if key is None:
             key = "failed-" + hashlib.sha256((canonical_json(cell.config()) + wid).encode()).hexdigest()
@@ -299,53 +340,85 @@ class Runner:
         self._log(f"FAILED {cell.model.id} {cell.dataset} steps={cell.steps} cfg={cell.cfg}: {msg}")
         bar.update(1)
 
-    def _run_cell(self, cell: Cell, key: str, adapter, wid: str, store: ResultStore, run_id: str,
-                  summary: RunSummary) -> None:
-        t0 = time.perf_counter()
+    def cell_samples(self, cell: Cell, adapter) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(dataset, labels, sample_ids) of a cell: the whole plan, the same in every process."""
         dataset = self.dataset(cell)
         if hasattr(adapter, "bind_dataset"):
             adapter.bind_dataset(dataset)
         labels, ids = plan_labels(dataset, cell.plan, cell.seed)
         if hasattr(adapter, "plan"):
             labels, ids = adapter.plan(labels, ids)
+        return dataset, labels, ids
+
+    def run_shard(self, cell: Cell, adapter, lo: int, hi: int | None, with_latency: bool) -> "Shard":
+        """Generate and score the samples [lo, hi) of a cell's plan; return accumulator states, never images.
+        The shard holding sample 0 keeps the sample PNGs and (``with_latency``) measures latency."""
+        dataset, labels, ids = self.cell_samples(cell, adapter)
+        hi = len(ids) if hi is None else min(hi, len(ids))
         metrics = self.metrics(cell)
         accs = {name: m.accumulator(dataset) for name, m in metrics.items()}
-        s = cell.settings()
-        bar = tqdm(total=len(ids), desc=f"{cell.model.id} {cell.dataset} s={cell.steps} w={cell.cfg}",
+        bar = tqdm(total=hi - lo, desc=f"{cell.model.id} {cell.dataset} s={cell.steps} w={cell.cfg}",
                    unit="img", leave=False, disable=not self.progress, position=1)
         try:
-            out = stream_cell(adapter, cell, dataset, list(accs.values()), labels, ids, self.device,
-                              keep=self.suite.spec.keep_samples, bar=bar)
+            out = stream_cell(adapter, cell, dataset, list(accs.values()), labels[lo:hi], ids[lo:hi], self.device,
+                              keep=self.suite.spec.keep_samples if lo == 0 else 0, bar=bar)
         finally:
             bar.close()
+        latency = (self._latency(cell, adapter, labels[lo:hi], ids[lo:hi], out["batch_times"],
+                                 out["generation_batch"]) if with_latency else {})
+        return Shard(lo, hi, {k: a.state() for k, a in accs.items()}, out["nfe_rows"], out["generate_s"],
+                     out["score_s"], out["kept"], out["generation_batch"], out["backoffs"], latency)
+
+    def finish_cell(self, cell: Cell, key: str, adapter, wid: str, shards: list["Shard"], store: ResultStore,
+                    run_id: str, summary: RunSummary, t0: float) -> None:
+        """Merge the shards' accumulator states (exact: rows are ordered by sample id), compute and store."""
+        shards = sorted(shards, key=lambda sh: sh.lo)
+        n = sum(sh.hi - sh.lo for sh in shards)
+        dataset = self.dataset(cell)
         t_res = time.perf_counter()
+        metrics = self.metrics(cell)
         values: dict[str, tuple] = {}
-        for name, acc in accs.items():
-            desc = metrics[name].describe()
+        for name, metric in metrics.items():
+            acc = metric.accumulator(dataset)
+            for sh in shards:
+                acc.add_state(sh.states[name])
+            desc = metric.describe()
             for k, v in acc.result().items():
-                values[k] = (v, name, metrics[name].version, desc)
-        score_s = out["score_s"] + time.perf_counter() - t_res
-        timings = {"nfe": (out["nfe"], "evals/image"), "nfe_declared": (adapter.nfe_per_image(s), "evals/image"),
-                   "generate_s": (out["generate_s"], "s"), "score_s": (score_s, "s")}
-        timings.update(self._latency(cell, adapter, labels, ids, out["batch_times"], out["generation_batch"]))
+                values[k] = (v, name, metric.version, desc)
+        s = cell.settings()
+        score_s = sum(sh.score_s for sh in shards) + time.perf_counter() - t_res
+        nfe = sum(sh.nfe_rows for sh in shards) / n if n else 0.0
+        timings = {"nfe": (nfe, "evals/image"), "nfe_declared": (adapter.nfe_per_image(s), "evals/image"),
+                   "generate_s": (sum(sh.generate_s for sh in shards), "s"), "score_s": (score_s, "s")}
+        for sh in shards:
+            timings.update(sh.latency)
+        gen_batch = min(sh.generation_batch for sh in shards)
         prov = {"weights": wid, "adapter_version": adapter.version, "dataset_fingerprint": dataset.fingerprint(),
-                "metrics": {n: m.version_key() for n, m in metrics.items()}, "device": str(self.device),
-                "dtype": cell.dtype, "batch_size": cell.batch_size, "generation_batch": out["generation_batch"]}
-        if out["backoffs"]:
-            prov["out_of_memory_backoffs"] = out["backoffs"]
+                "metrics": {n_: m.version_key() for n_, m in metrics.items()}, "device": str(self.device),
+                "dtype": cell.dtype, "batch_size": cell.batch_size, "generation_batch": gen_batch}
+        if hasattr(adapter, "describe"):
+            prov["generator"] = adapter.describe()     # resolved pipeline, scheduler, resize filter, guidance
+        if len(shards) > 1:
+            prov["shards"] = [[sh.lo, sh.hi] for sh in shards]
+        backoffs = [b for sh in shards for b in sh.backoffs]
+        if backoffs:
+            prov["out_of_memory_backoffs"] = backoffs
             self._log(f"{cell.model.id}: out of memory at batch {cell.batch_size}; generated in sub-batches of "
-                      f"{out['generation_batch']}")
+                      f"{gen_batch}")
         failures = getattr(dataset, "decode_failures", None)
         if failures:
             prov["decode_failures"] = {"count": len(failures), "files": list(failures)[:1000]}
+        unmapped = getattr(dataset, "unmapped_folders", None)
+        if unmapped:
+            prov["unmapped_folders"] = list(unmapped)[:1000]
         seconds = time.perf_counter() - t0
-        store.write(key, self._row(cell, run_id, adapter, "ok", None, len(ids), prov, seconds), values, timings,
-                    out["kept"])
+        kept = [k for sh in shards for k in sh.kept]
+        store.write(key, self._row(cell, run_id, adapter, "ok", None, n, prov, seconds), values, timings, kept)
         summary.ran += 1
-        summary.images += len(ids)
+        summary.images += n
         shown = ", ".join(f"{k}={values[k][0]:.4g}" for k in ("fid", "is", "clip_score", "pickscore") if k in values)
         self._log(f"{cell.model.id:>16} {cell.dataset:>9} steps={cell.steps} cfg={cell.cfg} "
-                  f"nfe={out['nfe']:.3g}: {shown} ({seconds:.1f} s)")
+                  f"nfe={nfe:.3g}: {shown} ({seconds:.1f} s)")
 
     def _latency(self, cell: Cell, adapter, labels, ids, batch_times, gen_batch: int) -> dict[str, tuple[float, str]]:
         """Batch-1 latency, measured apart from the bulk pass; throughput at the suite batch size, either measured

@@ -3,6 +3,11 @@
 Accumulators are mergeable: shards of a cell combine exactly. Each keeps per-sample rows (features or scores)
 tagged with their sample ids; ``result()`` orders rows by sample id before any statistic, so the numbers do
 not depend on batch size, arrival order or shard split.
+
+Networks on CPU and GPU give a row slightly different floats in a batch of another shape (BLAS and conv kernels
+pick their blocking by shape), but the same bits in any batch of the same shape. So metric networks run on
+batches of exactly one shape: `fixed_shape_forward` pads the last chunk, and `PerSampleAccumulator` with
+``chunk`` buffers incoming images until a full chunk is there (little padding whatever the generator's batch).
 """
 
 from __future__ import annotations
@@ -42,18 +47,60 @@ class MetricError(ValueError):
     pass
 
 
+def fixed_shape_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``fn`` over ``x`` in chunks of exactly ``batch_size`` (the last one zero-padded and the padding dropped), so
+    each row's output does not depend on how many rows came with it. ``fn`` returns a tensor or a tuple of them;
+    the result is a list with one concatenated tensor per output."""
+    outs: list[list[torch.Tensor]] = []
+    for chunk in x.split(batch_size):
+        n = len(chunk)
+        if n < batch_size:
+            chunk = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
+        y = fn(chunk)
+        y = list(y) if isinstance(y, (tuple, list)) else [y]
+        if not outs:
+            outs = [[] for _ in y]
+        for acc, t in zip(outs, y):
+            acc.append(t[:n])
+    return [torch.cat(o) for o in outs]
+
+
 class PerSampleAccumulator:
     """Collects named per-sample tensors (rows) on the CPU; ``finalize(rows_sorted, labels_sorted)`` makes the
-    result. ``embed(images, labels, prompts)`` maps a batch to a dict of (B, ...) tensors."""
+    result. ``embed(images, labels, prompts)`` maps a batch to a dict of (B, ...) tensors. With ``chunk``, images
+    are buffered and embedded ``chunk`` at a time (the rest at ``result()``), so the network sees full batches."""
 
     def __init__(self, embed: Callable[..., dict[str, torch.Tensor]],
-                 finalize: Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, float]]):
-        self._embed, self._finalize = embed, finalize
+                 finalize: Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, float]],
+                 chunk: int | None = None):
+        self._embed, self._finalize, self.chunk = embed, finalize, chunk
         self.rows: dict[str, list[torch.Tensor]] = {}
         self.ids: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]] = []
 
     def update(self, images, labels, prompts, sample_ids) -> None:
+        if self.chunk is None:
+            return self._add(images, labels, prompts, sample_ids)
+        self.pending.append((images, labels.detach().cpu(), list(prompts), sample_ids.detach().cpu()))
+        if sum(len(p[0]) for p in self.pending) >= self.chunk:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self.pending:
+            return
+        devs = {p[0].device for p in self.pending}
+        dev = devs.pop() if len(devs) == 1 else torch.device("cpu")
+        images = torch.cat([p[0].to(dev) for p in self.pending])
+        labels = torch.cat([p[1] for p in self.pending])
+        prompts = [q for p in self.pending for q in p[2]]
+        ids = torch.cat([p[3] for p in self.pending])
+        full = len(images) if final else len(images) // self.chunk * self.chunk
+        if full:
+            self._add(images[:full], labels[:full], prompts[:full], ids[:full])
+        self.pending = [(images[full:], labels[full:], prompts[full:], ids[full:])] if full < len(images) else []
+
+    def _add(self, images, labels, prompts, sample_ids) -> None:
         out = self._embed(images, labels, prompts)
         for k, v in out.items():
             if len(v) != len(sample_ids):
@@ -62,19 +109,29 @@ class PerSampleAccumulator:
         self.ids.append(sample_ids.detach().cpu().long())
         self.labels.append(labels.detach().cpu().long())
 
+    def state(self) -> dict[str, Any]:
+        """The accumulated rows only (CPU tensors, no networks): what a shard ships back to be merged.
+        Buffered images are embedded first."""
+        self._flush(final=True)
+        return {"rows": self.rows, "ids": self.ids, "labels": self.labels}
+
+    def add_state(self, state: dict[str, Any]) -> None:
+        for k, v in state["rows"].items():
+            self.rows.setdefault(k, []).extend(v)
+        self.ids.extend(state["ids"])
+        self.labels.extend(state["labels"])
+
     def merge(self, other: "PerSampleAccumulator") -> "PerSampleAccumulator":
         out = PerSampleAccumulator(self._embed, self._finalize)
-        for acc in (self, other):
-            for k, v in acc.rows.items():
-                out.rows.setdefault(k, []).extend(v)
-            out.ids.extend(acc.ids)
-            out.labels.extend(acc.labels)
+        out.add_state(self.state())
+        out.add_state(other.state())
         return out
 
     def count(self) -> int:
-        return int(sum(len(i) for i in self.ids))
+        return int(sum(len(i) for i in self.ids) + sum(len(p[3]) for p in self.pending))
 
     def result(self) -> dict[str, float]:
+        self._flush(final=True)
         if not self.ids:
             raise MetricError("no samples were accumulated")
         ids = torch.cat(self.ids)

@@ -1,0 +1,1 @@
+"""Scale-out executors on an existing distributed engine (Ray). The local loop in `bench.runner` stays the default."""
