@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[hf,test]'
+	$(BIN)/python -m pip install -q -e '.[hf,test,ray]'
 	touch $(STAMP)
 
 test: setup
@@ -31,9 +31,11 @@ bench: setup
 report: setup
 	$(BIN)/bench report --db $(DB) --suite $(SUITE)
 
+# Ratios against the floor, the usual workflow, store size and scale; GPU when present. Table: results/perf/summary.md.
 perf: setup
 	mkdir -p results/perf
-	$(BIN)/python -m pytest benchmarks -o addopts="" -q -s --benchmark-only --benchmark-json=results/perf/perf.json
+	$(BIN)/python -m pytest benchmarks -o addopts="" -p no:cacheprovider -q -s --benchmark-only \
+		--benchmark-json=results/perf/perf.json
 
 lint: setup
 	$(BIN)/python -m pip install -q ruff

@@ -44,6 +44,13 @@ def cmd_validate(args) -> int:
     with pd.option_context("display.max_rows", args.max_rows, "display.width", 160):
         print(df.to_string(index=False, max_rows=args.max_rows))
     print(f"total images: {total_images:,}   total declared NFE: {total_nfe:,}")
+    for m in suite.spec.models:      # guidance semantics the plan must not hide (e.g. SoFlow's ignored cfg axis)
+        cls = registry.resolve("model adapter", m.adapter)
+        if getattr(cls, "cfg_ignored", False) and m.cfg:
+            print(f"note: {m.id} ({m.adapter}): the cfg axis is ignored -- {cls.guidance}; its cfg values "
+                  f"{m.cfg} give identical images")
+        elif getattr(cls, "guidance", None) and m.cfg:
+            print(f"guidance: {m.id} ({m.adapter}): {cls.guidance}")
     return 0
 
 
@@ -62,11 +69,24 @@ def _planned_n(cell) -> int | None:
     return None
 
 
+def _positive_int(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v!r}")
+    return int(v)
+
+
 def cmd_run(args) -> int:
     from bench.runner import Runner
     suite = _load_suite(args.suite)
     runner = Runner(suite, db=args.db, overwrite=args.overwrite, progress=not args.quiet, device=args.device)
-    s = runner.run()
+    if args.executor == "ray":
+        from bench.dist.ray_executor import RayExecutor, RayOptions
+        opts = RayOptions(address=args.ray_address, workers=args.workers, gpus_per_task=args.gpus_per_task,
+                          cpus_per_task=args.cpus_per_task, shards_per_cell=args.shards_per_cell,
+                          max_retries=args.max_retries, imports=tuple(args.ray_import))
+        s = RayExecutor(runner, opts).run()
+    else:
+        s = runner.run()
     print(f"{suite.name}: {s.planned} cells planned, {s.ran} ran, {s.skipped} already stored, {s.failed} failed; "
           f"{s.images:,} images in {s.seconds:.1f} s -> {args.db}")
     for f in s.failures:
@@ -161,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "always: re-run everything")
     p.add_argument("--device", default=None, help="override the suite's device (auto, cpu, cuda[:N])")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-cell lines")
+    g = p.add_argument_group("scale-out (Ray)")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (default): one process; ray: cells and shards as tasks on a Ray cluster")
+    g.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--workers", type=_positive_int, default=None,
+                   help="model actors per model (default: as many as the cluster's CPUs/GPUs allow)")
+    g.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs each worker holds (0 on CPU clusters)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs each worker holds")
+    g.add_argument("--shards-per-cell", type=_positive_int, default=1,
+                   help="split each cell's samples into K disjoint ranges run in parallel and merged exactly")
+    g.add_argument("--max-retries", type=int, default=2, help="retries of a shard whose worker died")
+    g.add_argument("--ray-import", action="append", default=[], metavar="MODULE",
+                   help="module each worker imports first (registers third-party adapters, metrics, extractors)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a suite and print its plan")
@@ -185,7 +218,102 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "report":
             p.add_argument("--out", default="reports")
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser("data", help="check local dataset copies against datasets/<name>.sha256")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    for name, hlp in (("verify", "report missing, changed and extra files (exit 0 all match, 1 otherwise)"),
+                      ("manifest", "write a sha256 manifest of a local copy")):
+        q = dsub.add_parser(name, help=hlp)
+        q.add_argument("name", help="dataset name, e.g. imagenet-val")
+        q.add_argument("--root", default=None, help="the dataset folder (default: $STEPBENCH_DATA/<folder>)")
+        q.add_argument("--manifest", default=None, help="manifest file (default: datasets/<name>.sha256)")
+        q.set_defaults(fn=cmd_data)
+
+    p = sub.add_parser("cache", help="list or clear cached reference statistics (results/cache/refstats)")
+    csub = p.add_subparsers(dest="cache_cmd", required=True)
+    for name, hlp in (("ls", "list cached reference statistics"), ("clear", "remove cached reference statistics")):
+        q = csub.add_parser(name, help=hlp)
+        q.add_argument("--db", default=DEFAULT_DB, help="the store whose cache to use (its folder's cache/)")
+        q.add_argument("--cache-dir", default=None, help="the cache folder (default: beside --db, cache/)")
+        if name == "clear":
+            g = q.add_mutually_exclusive_group(required=True)
+            g.add_argument("--all", action="store_true", help="remove every entry")
+            g.add_argument("--older-than", default=None, help="remove entries older than this (e.g. 12h, 7d)")
+        q.set_defaults(fn=cmd_cache)
+    p = sub.add_parser("convert", help="convert an official JAX/Flax checkpoint to safetensors (see bench/convert.py)")
+    p.add_argument("kind", choices=["meanflow"], help="which model family the checkpoint is")
+    p.add_argument("src", help="Flax checkpoint: checkpoint_<step> msgpack file, its folder, or an .npz of Flax paths")
+    p.add_argument("dst", help="output .safetensors file")
+    p.add_argument("--arch", default=None, help="size (B/4, M/2, L/2, XL/2) or a JSON object of DiTConfig fields; "
+                   "default: inferred from the weights")
+    p.add_argument("--input-size", type=int, default=32, help="latent size (32 for 256 px)")
+    p.add_argument("--tree", default="ema_params", help="TrainState tree to convert (default ema_params)")
+    p.set_defaults(fn=cmd_convert)
     return ap
+
+
+def cmd_convert(args) -> int:
+    import json
+
+    from bench.convert import convert_meanflow
+    try:
+        arch = json.loads(args.arch) if args.arch and args.arch.lstrip().startswith("{") else args.arch
+        out = convert_meanflow(args.src, args.dst, arch=arch, input_size=args.input_size, tree=args.tree)
+    except (ValueError, OSError, RuntimeError) as e:
+        return _err(f"bench convert {args.kind}: {e}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from bench.metrics.refcache import RefCache, parse_age
+    cache = RefCache(Path(args.cache_dir) if args.cache_dir else Path(args.db).parent / "cache")
+    if args.cache_cmd == "clear":
+        try:
+            age = None if args.all else parse_age(args.older_than)
+        except ValueError as e:
+            return _err(str(e))
+        print(f"removed {len(cache.clear(age))} files from {cache.root}")
+        return 0
+    entries = cache.entries()
+    if not entries:
+        print(f"(no cached reference statistics in {cache.root})")
+        return 0
+    import time
+    print(f"{'key':<14} {'created (UTC)':<20} {'rows':>7} {'MiB':>8}  extractor / layer / dataset fingerprint")
+    for e in entries:
+        m = e.material or {}
+        what = (f"{m.get('extractor')} / {m.get('layer', '-')} / {str(m.get('dataset'))[:12]}" if m
+                else "(unreadable: will never be used)")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.created))
+        print(f"{e.key[:12]:<14} {when:<20} {e.rows if e.rows is not None else '?':>7} {e.bytes / 2**20:>8.2f}  {what}")
+    print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 2**20:.1f} MiB in {cache.root}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from bench.data.base import DatasetError
+    from bench.data.verify import dataset_dir, manifest_path, read_manifest, verify, write_manifest
+    try:
+        root = dataset_dir(args.name, args.root)
+        mpath = Path(args.manifest) if args.manifest else manifest_path(args.name)
+        if args.data_cmd == "manifest":
+            print(f"wrote {write_manifest(root, mpath)} file hashes of {root} to {mpath}")
+            return 0
+        if not mpath.is_file():
+            return _err(f"no manifest {mpath} for {args.name!r}; write one from a trusted copy with "
+                        f"`bench data manifest {args.name} --root DIR`")
+        v = verify(root, read_manifest(mpath))
+    except DatasetError as e:
+        return _err(str(e))
+    for label, paths in (("missing", v.missing), ("changed", v.changed), ("extra", v.extra)):
+        for r in paths[:20]:
+            print(f"{label}: {r}")
+        if len(paths) > 20:
+            print(f"{label}: ... and {len(paths) - 20} more")
+    print(f"{args.name} ({root}): {v.checked - len(v.changed)} of {v.checked + len(v.missing)} files match "
+          f"{mpath.name}; {len(v.missing)} missing, {len(v.changed)} changed, {len(v.extra)} extra")
+    return 0 if v.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,12 +17,21 @@ MODELS: dict[str, str] = {
     "mini-sit": "bench.models.mini:MiniSiT",
     "mini-meanflow": "bench.models.mini:MiniMeanFlow",
     "mini-distill": "bench.models.mini:MiniDistill",
+    "sit": "bench.models.sit:SiT",
+    "meanflow": "bench.models.meanflow:MeanFlow",
+    "imf": "bench.models.imf:IMF",
+    "soflow": "bench.models.soflow:SoFlow",
+    "diffusers": "bench.models.diffusers_pipe:DiffusersPipeline",
+    "sd3.5-large": "bench.models.diffusers_pipe:SD35Large",
+    "flux.1-dev": "bench.models.diffusers_pipe:Flux1Dev",
+    "rae": "bench.models.rae:RAE",
 }
 
 METRICS: dict[str, str] = {
     "fid_is_kid": "bench.metrics.fid_is_kid:FidIsKid",
     "clip_score": "bench.metrics.clip_score:ClipScore",
     "pickscore": "bench.metrics.clip_score:PickScore",
+    "fd_dinov2": "bench.metrics.fd_dinov2:FdDinov2",
 }
 
 DATASETS: dict[str, str] = {
@@ -30,6 +39,10 @@ DATASETS: dict[str, str] = {
     "mini-v2": "bench.data.mini:MiniDataset",
     "mini-ood": "bench.data.mini:MiniDataset",
     "imagefolder": "bench.data.imagefolder:ImageFolder",
+    "imagenet-val": "bench.data.imagenet:ImageNetVal",
+    "imagenet-v2": "bench.data.imagenet:ImageNetV2",
+    "relaionet": "bench.data.imagenet:ReLAIONet",
+    "hf": "bench.data.hf:HFDataset",
 }
 
 KINDS = {"model adapter": MODELS, "metric": METRICS, "dataset": DATASETS}
