@@ -28,14 +28,19 @@ def cmd_validate(args) -> int:
     import pandas as pd
 
     from bench import registry
-    rows, total_images, total_nfe = [], 0, 0
+    rows, total_images, total_nfe, unsized = [], 0, 0, 0
     for c in cells:
         adapter = registry.resolve("model adapter", c.model.adapter)()
         n = _planned_n(c)
-        nfe = adapter.nfe_per_image(c.settings()) if n is not None else None
-        if n is not None:
+        try:
+            nfe = adapter.nfe_per_image(c.settings())
+        except Exception:       # some adapters know their NFE only once loaded (counted at run time anyway)
+            nfe = float("nan")
+        if n is None:
+            unsized += 1
+        else:
             total_images += n
-            total_nfe += n * (nfe or 0)
+            total_nfe += n * (nfe if nfe == nfe else 0)     # NaN: adaptive solvers, counted at run time
         rows.append({"model": c.model.id, "adapter": c.model.adapter, "dataset": c.dataset, "steps": c.steps,
                      "cfg": c.cfg, "solver": c.solver, "seed": c.seed, "n": n, "nfe/img": nfe})
     df = pd.DataFrame(rows)
@@ -43,7 +48,8 @@ def cmd_validate(args) -> int:
           f"{len(suite.spec.models)} models, metrics: {', '.join(suite.spec.metrics)}")
     with pd.option_context("display.max_rows", args.max_rows, "display.width", 160):
         print(df.to_string(index=False, max_rows=args.max_rows))
-    print(f"total images: {total_images:,}   total declared NFE: {total_nfe:,}")
+    print(f"total images: {total_images:,}   total declared NFE: {total_nfe:,}"
+          + (f"   (+ {unsized} cells sized by their dataset, one sample per reference image)" if unsized else ""))
     for m in suite.spec.models:      # guidance semantics the plan must not hide (e.g. SoFlow's ignored cfg axis)
         cls = registry.resolve("model adapter", m.adapter)
         if getattr(cls, "cfg_ignored", False) and m.cfg:
@@ -284,7 +290,7 @@ def cmd_cache(args) -> int:
     for e in entries:
         m = e.material or {}
         what = (f"{m.get('extractor')} / {m.get('layer', '-')} / {str(m.get('dataset'))[:12]}" if m
-                else "(unreadable: will never be used)")
+                else "(old format or unreadable: never used)")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.created))
         print(f"{e.key[:12]:<14} {when:<20} {e.rows if e.rows is not None else '?':>7} {e.bytes / 2**20:>8.2f}  {what}")
     print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 2**20:.1f} MiB in {cache.root}")

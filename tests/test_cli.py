@@ -1,9 +1,12 @@
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -42,3 +45,12 @@ def test_run_show_ls_export_report(tmp_path, toy_suite_text, _bench):
 def test_missing_store_is_a_clear_error(tmp_path, _bench):
     r = _bench("show", "--db", str(tmp_path / "none.duckdb"))
     assert r.returncode == 2 and "no such result store" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "suites").glob("*.yaml")))
+def test_every_shipped_suite_validates_and_prints_its_plan(path, capsys):
+    assert main(["validate", str(ROOT / path)]) == 0
+    out = capsys.readouterr().out
+    assert " cells, " in out and "total images:" in out
+    if path.endswith("paper.yaml"):
+        assert "84 cells" in out and "soflow-xl2 (soflow): the cfg axis is ignored" in out
