@@ -67,6 +67,8 @@ def sha256_path(path: str | Path) -> str:
         for f in sorted(x for x in p.rglob("*") if x.is_file()):
             h.update(str(f.relative_to(p)).encode() + b"\0" + sha256_path(f).encode())
         return h.hexdigest()
+    if p.exists() and not p.is_file():   # a device, FIFO or socket: /dev/zero would hash forever, a FIFO block
+        raise ValueError(f"{path}: not a regular file or folder; refusing to hash it")
     st = p.stat()
     stamp = f"{st.st_size}:{st.st_mtime_ns}"
     with _lock:

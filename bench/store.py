@@ -37,7 +37,29 @@ CREATE TABLE IF NOT EXISTS samples (
 
 
 class StoreError(RuntimeError):
-    pass
+    """A store that cannot be used: one line naming the file. The CLI exits with code 2."""
+
+    def __init__(self, msg: str):
+        super().__init__(" ".join(str(msg).split()))      # one line, whatever duckdb's message holds
+
+
+DUCKDB_MAGIC = b"DUCK"                # bytes 8..12 of every DuckDB database file
+# never fetch or load DuckDB extensions: a store is plain DuckDB (without this, a SQLite file would make DuckDB
+# try to download its sqlite scanner)
+_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+def _check_magic(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read the result store ({e.strerror or e})") from None
+    if head[8:12] != DUCKDB_MAGIC:
+        kind = "an empty file" if not head else ("a SQLite database" if head.startswith(b"SQLite format 3") else
+                                                 "no DuckDB header")
+        raise StoreError(f"{path}: not a stepbench result store ({kind}); refusing to open it (use --db to choose "
+                         f"another file)")
 
 
 def _now() -> datetime:
@@ -49,10 +71,14 @@ class ResultStore:
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise StoreError(f"{self.path}: no such result store (run `bench run SUITE` first)")
+        if self.path.exists():
+            if self.path.is_dir():
+                raise StoreError(f"{self.path}: is a folder, not a result store file")
+            _check_magic(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=_CONFIG)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise StoreError(f"{self.path}: the store is in use by another process (another `bench run`?); "
@@ -65,15 +91,27 @@ class ResultStore:
     def _check_schema(self, read_only: bool) -> None:
         tables = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "schema_version" in tables:
-            row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
-            version = row[0] if row else None
-            if version != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version}, this stepbench reads version "
-                                 f"{SCHEMA_VERSION}; use a stepbench of that version or a new --db")
+            try:
+                rows = self.con.execute("SELECT DISTINCT version FROM schema_version").fetchall()
+            except duckdb.Error as e:
+                self.con.close()
+                raise StoreError(f"{self.path}: unreadable schema_version table ({e})") from None
+            versions = sorted({r[0] for r in rows}, key=str)
+            if versions != [SCHEMA_VERSION]:
+                self.con.close()
+                got = (f"schema version {', '.join(map(str, versions))}" if versions
+                       else "no schema version recorded")
+                newer = bool(versions) and all(isinstance(v, int) and v > SCHEMA_VERSION for v in versions)
+                hint = ("written by a newer stepbench; upgrade stepbench" if newer else
+                        "use the stepbench that wrote it (no migration to this version exists)")
+                raise StoreError(f"{self.path}: {got}, this stepbench reads version {SCHEMA_VERSION}; refusing to "
+                                 f"read or write it: {hint}, or give a new --db")
             return
         if tables:
+            self.con.close()
             raise StoreError(f"{self.path}: a DuckDB file without a stepbench schema; refusing to write into it")
         if read_only:
+            self.con.close()
             raise StoreError(f"{self.path}: empty store")
         self.con.execute("BEGIN")
         self.con.execute(DDL)

@@ -37,7 +37,13 @@ def read_manifest(directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.exists():
         return {}
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise WeightsError(f"{path}: unreadable weights manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise WeightsError(f"{path}: a weights manifest must be a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def save(name: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any], *, seed: int, steps: int,
@@ -94,11 +100,20 @@ def entry(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
 def load(name: str, directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(float32 state dict, config) for ``name``, after checking the file's sha256 against the manifest."""
     e = entry(name, directory)
+    if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("file", "sha256")):
+        raise WeightsError(f"{directory / MANIFEST}: entry {name!r} needs 'file' and 'sha256' strings")
     path = directory / e["file"]
-    if not path.exists():
+    if Path(e["file"]).name != e["file"]:
+        raise WeightsError(f"{directory / MANIFEST}: entry {name!r}: file {e['file']!r} must be a plain file name "
+                           f"inside {directory}")
+    if not path.is_file():
         raise WeightsError(f"{path}: missing weights file for {name!r}")
     digest = sha256_file(path)
     if digest != e["sha256"]:
         raise WeightsError(f"{path}: sha256 {digest} does not match the manifest ({e['sha256']}); refusing to load")
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    try:
+        tensors = load_file(str(path))      # safetensors: a JSON header and raw tensor bytes, nothing executable
+    except Exception as err:  # safetensors raises its own error types for a file that is not safetensors
+        raise WeightsError(f"{path}: not a safetensors file ({err}); refusing to load") from None
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
     return sd, e["config"]
