@@ -25,6 +25,7 @@ MODELS: dict[str, str] = {
     "sd3.5-large": "bench.models.diffusers_pipe:SD35Large",
     "flux.1-dev": "bench.models.diffusers_pipe:Flux1Dev",
     "rae": "bench.models.rae:RAE",
+    "scale-rae": "bench.models.scale_rae:ScaleRAE",
 }
 
 METRICS: dict[str, str] = {

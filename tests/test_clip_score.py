@@ -38,8 +38,9 @@ def test_clip_score_and_pickscore_equal_hand_computation(tmp_path):
 def test_clamp_option_follows_torchmetrics_convention(tmp_path):
     images = torch.from_numpy(data.batch("val", 0, 12)[0])
     wrong = ["a photo of a " + ("heart" if i % 2 else "ring") for i in range(12)]
-    plain = ClipScore({"backend": "mini", "model": "clip"}, torch.device("cpu"), tmp_path)
-    clamped = ClipScore({"backend": "mini", "model": "clip", "clamp": True}, torch.device("cpu"), tmp_path)
+    plain = ClipScore({"backend": "mini", "model": "clip", "batch_size": 12}, torch.device("cpu"), tmp_path)
+    clamped = ClipScore({"backend": "mini", "model": "clip", "clamp": True, "batch_size": 12}, torch.device("cpu"),
+                        tmp_path)
     a, b = plain.scores(images, wrong), clamped.scores(images, wrong)
     assert torch.equal(b, a.clamp_min(0))
     assert clamped.describe()["clamped"] is True and plain.describe()["clamped"] is False
@@ -47,7 +48,7 @@ def test_clamp_option_follows_torchmetrics_convention(tmp_path):
 
 def test_right_prompts_score_higher_than_wrong_ones(tmp_path):
     imgs_np, labels = data.batch("val", 0, 40)
-    m = ClipScore({"backend": "mini", "model": "clip"}, torch.device("cpu"), tmp_path)
+    m = ClipScore({"backend": "mini", "model": "clip", "batch_size": 40}, torch.device("cpu"), tmp_path)
     right = m.scores(torch.from_numpy(imgs_np), [data.prompt(int(y)) for y in labels])
     wrong = m.scores(torch.from_numpy(imgs_np), [data.prompt((int(y) + 1) % 10) for y in labels])
     assert (right > wrong).float().mean() > 0.9

@@ -36,10 +36,11 @@ def test_matches_torch_fidelity_calculate_metrics(tmp_path):
         input1=_Images(gen), input2=_Images(ref_imgs), cuda=False, fid=True, isc=True, kid=True,
         feature_extractor="toy-extractor", feature_layer_fid="feat", feature_layer_kid="feat",
         feature_layer_isc="logits_unbiased", kid_subset_size=50, kid_subsets=20, batch_size=32,
-        verbose=False, cache=False, save_cpu_ram=True)
+        verbose=False, cache=False, save_cpu_ram=True, prc=True, feature_layer_prc="feat")
     assert ours["fid"] == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
     assert ours["is"] == pytest.approx(tf["inception_score_mean"], rel=1e-6)
     assert ours["kid"] == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-6)
+    assert ours["precision"] == tf["precision"] and ours["recall"] == tf["recall"]
     assert ours["fid"] > 0.01
 
 
@@ -77,7 +78,8 @@ def random_inception_weights(tmp_path_factory):
 
 
 def test_inception_v3_compat_from_a_local_weights_file(tmp_path, random_inception_weights):
-    m = FidIsKid({"feature_extractor_weights_path": str(random_inception_weights), "kid_subset_size": 10},
+    m = FidIsKid({"feature_extractor_weights_path": str(random_inception_weights), "kid_subset_size": 10,
+                  "batch_size": 4},
                  torch.device("cpu"), tmp_path)
     assert m.layer_fid == "2048" and m.layer_isc == "logits_unbiased"
     assert m.weights_id().startswith("sha256:")

@@ -2,10 +2,16 @@
 
 CLIP Score = 100 * cosine(image, text), mean over images, not clamped unless ``clamp: true`` (the torchmetrics
 convention). PickScore = logit_scale.exp() * cosine with the PickScore model. The prompt is the dataset's
-template, e.g. ``a photo of a {class_name}``; text embeddings are computed once per distinct prompt.
+template, e.g. ``a photo of a {class_name}``; text embeddings are computed once per distinct prompt (once per
+class), truncated to CLIP's 77 tokens.
 
-Backends: ``transformers`` (CLIPModel + processor by hub id or local path; the default), ``open_clip`` (model
-name + ``pretrained`` tag or local file) and ``mini`` (the miniature world's tiny open_clip models).
+Backends: ``transformers`` (CLIPModel + processor by hub id or local path through `bench.hub.resolve_weights`,
+HF offline mode and cache respected; the default), ``open_clip`` (model name + ``pretrained`` tag, local file or
+hub id) and ``mini`` (the miniature world's tiny open_clip models).
+
+Besides the mean (and std) each cell gets: the per-class means as rows ``<metric>/class/<label id>`` for
+drill-down (``per_class``), and a seeded percentile bootstrap interval ``<metric>_ci_low`` / ``_ci_high``
+(``bootstrap`` resamples, 0 = off).
 """
 
 from __future__ import annotations
@@ -15,9 +21,28 @@ from typing import Any
 
 import torch
 
-from bench.metrics.base import MetricError, PerSampleAccumulator
+from bench.hub import WeightsNotFound, resolve_weights
+from bench.metrics import bootstrap
+from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
 from bench.metrics.clip_preprocess import preprocess_uint8
 from bench.provenance import sha256_path
+
+
+def _resolve(ref: str, what: str) -> Path:
+    try:
+        return resolve_weights(ref, what=what)
+    except WeightsNotFound as e:
+        raise MetricError(str(e)) from None
+
+
+def _folder_id(ref: str, path: Path) -> str:
+    """A Hugging Face snapshot folder is identified by its repo and commit; any other folder or file by content."""
+    parts = path.absolute().parts
+    if "snapshots" in parts and parts.index("snapshots") >= 1:
+        i = parts.index("snapshots")
+        if i + 1 < len(parts) and parts[i - 1].startswith("models--"):
+            return f"hf:{ref}@{parts[i + 1]}"
+    return "sha256:" + sha256_path(path)
 
 
 class _OpenClipBackend:
@@ -27,6 +52,8 @@ class _OpenClipBackend:
         from bench.metrics.clip_preprocess import OPENAI_MEAN, OPENAI_STD
         self.model, self.tokenizer = model.to(device).eval(), tokenizer
         self.weights_id, self.device = weights_id, device
+        import open_clip
+        self.implementation = f"open_clip {open_clip.__version__}"
         size = model.visual.image_size
         self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -34,7 +61,7 @@ class _OpenClipBackend:
         self.std = std or cfg.get("std", OPENAI_STD)
 
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         x = preprocess_uint8(images.to(self.device), self.image_size, self.mean, self.std)
@@ -51,20 +78,26 @@ class _TransformersBackend:
 
     def __init__(self, model_id: str, processor_id: str | None, device: torch.device):
         try:
+            import transformers
             from transformers import AutoProcessor, CLIPModel
         except ImportError as e:
             raise MetricError("the transformers backend needs `pip install stepbench[hf]`") from e
+        model_dir = _resolve(model_id, "CLIP model")
+        proc_dir = _resolve(processor_id, "CLIP processor") if processor_id else model_dir
         try:
-            self.model = CLIPModel.from_pretrained(model_id).to(device).eval()
-            self.processor = AutoProcessor.from_pretrained(processor_id or model_id)
-        except OSError as e:
-            raise MetricError(f"cannot load CLIP model {model_id!r} (processor {processor_id or model_id!r}): {e}. "
-                              f"Offline, download it once into the Hugging Face cache or give a local folder.") from e
+            self.model = CLIPModel.from_pretrained(str(model_dir)).to(device).eval()
+            self.processor = AutoProcessor.from_pretrained(str(proc_dir))
+        except (OSError, ValueError) as e:
+            raise MetricError(f"cannot load CLIP model {model_id!r} from {str(model_dir)!r} (processor "
+                              f"{processor_id or model_id!r}): {e}") from e
         self.device = device
-        self.weights_id = "sha256:" + sha256_path(model_id) if Path(model_id).exists() else f"hf:{model_id}"
+        self.implementation = f"transformers {transformers.__version__}"
+        self.weights_id = _folder_id(model_id, model_dir)
+        if processor_id:
+            self.weights_id += f"+processor:{_folder_id(processor_id, proc_dir)}"
 
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         inputs = self.processor(images=list(images.cpu().numpy()), return_tensors="pt")
@@ -89,9 +122,17 @@ def make_backend(opt: dict[str, Any], device: torch.device):
     if backend == "open_clip":
         import open_clip
         pretrained = opt.get("pretrained")
-        model = open_clip.create_model(opt["model"], pretrained=pretrained, device=device)
-        local = pretrained and Path(pretrained).exists()
-        wid = "sha256:" + sha256_path(pretrained) if local else f"open_clip:{pretrained}"
+        tags = open_clip.list_pretrained_tags_by_model(opt["model"]) if pretrained else []
+        if pretrained and pretrained not in tags:       # a local file, $VAR/file or hf://org/repo/file
+            path = _resolve(pretrained, f"open_clip weights for {opt['model']}")
+            pretrained, wid = str(path), "sha256:" + sha256_path(path)
+        else:
+            wid = f"open_clip:{opt['model']}:{pretrained}"
+        try:
+            model = open_clip.create_model(opt["model"], pretrained=pretrained, device=device)
+        except Exception as e:  # noqa: BLE001 - unknown name, failed download offline: one message
+            raise MetricError(f"cannot create open_clip model {opt['model']!r} (pretrained {pretrained!r}): {e}; "
+                              f"offline, give `pretrained` as a local weights file") from e
         return _OpenClipBackend(model, open_clip.get_tokenizer(opt["model"]), wid, device)
     if backend == "transformers":
         return _TransformersBackend(opt["model"], opt.get("processor"), device)
@@ -100,16 +141,21 @@ def make_backend(opt: dict[str, Any], device: torch.device):
 
 class ClipScore:
     name = "clip_score"
-    version = "clip_score-1"
+    version = "clip_score-2"
     outputs = {"clip_score": True}
     defaults = {"backend": "transformers", "model": "openai/clip-vit-base-patch16", "processor": None,
-                "pretrained": None, "clamp": False, "batch_size": 64}
+                "pretrained": None, "clamp": False, "batch_size": 64, "per_class": True,
+                "bootstrap": 1000, "bootstrap_seed": 2020, "bootstrap_level": 0.95}
 
     def __init__(self, options: dict[str, Any], device: torch.device, cache_dir: Path):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise MetricError(f"{self.name}: unknown option {unknown[0]!r}; known: {', '.join(self.defaults)}")
         self.opt = {**self.defaults, **options}
+        if self.opt["backend"] not in ("transformers", "open_clip", "mini"):
+            raise MetricError(f"{self.name}: unknown backend {self.opt['backend']!r}; expected transformers, "
+                              f"open_clip or mini")
+        bootstrap.check_options(self.name, self.opt["bootstrap"], self.opt["bootstrap_level"])
         self.device = device
         self._backend = None
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -127,40 +173,48 @@ class ClipScore:
         return f"{self.version}|{self.opt['backend']}|{self.opt['model']}|{self.backend.weights_id}"
 
     def describe(self) -> dict[str, Any]:
-        return {**self.opt, "weights": self.backend.weights_id, "scale": self.scale(),
-                "clamped": bool(self.opt["clamp"])}
+        return {"implementation": self.backend.implementation, **self.opt, "weights": self.backend.weights_id,
+                "scale": self.scale(), "clamped": bool(self.opt["clamp"]), "text_max_tokens": 77,
+                "bootstrap_over": "generated samples"}
 
     @torch.inference_mode()
     def text_features(self, prompts: list[str]) -> torch.Tensor:
-        new = sorted(set(prompts) - set(self._text_cache))
-        if new:
-            for p, f in zip(new, self.backend.encode_texts(new)):
-                self._text_cache[p] = f
+        for p in sorted(set(prompts) - set(self._text_cache)):   # one at a time: no padding, no batch effects
+            self._text_cache[p] = self.backend.encode_texts([p])[0]
         return torch.stack([self._text_cache[p] for p in prompts])
 
     @torch.inference_mode()
     def scores(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """Per-image score: scale * cosine(image, its prompt), clamped at 0 only when asked."""
-        img = torch.cat([self.backend.encode_images(c) for c in images.split(self.opt["batch_size"])])
+        """Per-image score: scale * cosine(image, its prompt), clamped at 0 only when asked (fixed-shape batches)."""
+        img = fixed_shape_forward(self.backend.encode_images, images, self.opt["batch_size"])[0]
         s = self.scale() * (img * self.text_features(prompts).to(img.device)).sum(-1)
         return (s.clamp_min(0) if self.opt["clamp"] else s).double().cpu()
 
-    def accumulator(self, dataset) -> PerSampleAccumulator:
-        out = next(iter(self.outputs))
+    def summarize(self, s: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Per-image scores (in sample-id order) -> mean, std, bootstrap interval and per-class means."""
+        o, out = self.opt, next(iter(self.outputs))
+        res = {out: float(s.mean()), f"{out}_std": float(s.std()) if len(s) > 1 else 0.0}
+        if o["bootstrap"]:
+            res[f"{out}_ci_low"], res[f"{out}_ci_high"] = bootstrap.mean_ci(
+                s, o["bootstrap"], o["bootstrap_seed"], o["bootstrap_level"])
+        if o["per_class"]:
+            for y in torch.unique(labels).tolist():
+                res[f"{out}/class/{y}"] = float(s[labels == y].mean())
+        return res
 
+    def accumulator(self, dataset) -> PerSampleAccumulator:
         def embed(images, labels, prompts):
             return {"score": self.scores(images, prompts)}
 
         def finalize(rows, labels):
-            s = rows["score"]
-            return {out: float(s.mean()), f"{out}_std": float(s.std()) if len(s) > 1 else 0.0}
+            return self.summarize(rows["score"], labels)
 
-        return PerSampleAccumulator(embed, finalize)
+        return PerSampleAccumulator(embed, finalize, chunk=self.opt["batch_size"])
 
 
 class PickScore(ClipScore):
     name = "pickscore"
-    version = "pickscore-1"
+    version = "pickscore-2"
     outputs = {"pickscore": True}
     defaults = {**ClipScore.defaults, "model": "yuvalkirstain/PickScore_v1",
                 "processor": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"}

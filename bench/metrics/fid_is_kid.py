@@ -1,31 +1,35 @@
-"""FID, IS and KID from one feature pass, with torch-fidelity's extractors and its metric math.
+"""FID, IS, KID and precision/recall from one feature pass, with torch-fidelity's extractors and metric math.
 
-Any torch-fidelity-registered extractor can be named (``inception-v3-compat`` by default, with an optional
-local ``feature_extractor_weights_path``); the miniature world's ``mini-classifier`` registers itself on use.
-Statistics are float64; IS uses a seeded permutation (the generation order is class-ordered) in 10 splits.
-Reference features of a real set are computed once and cached on disk under a content key.
+Any torch-fidelity-registered extractor can be named (``inception-v3-compat`` by default); the miniature
+world's ``mini-classifier`` registers itself on use. Weights: ``feature_extractor_weights_path`` (a local file,
+``$VAR/file`` or ``hf://org/repo/file``, through `bench.hub.resolve_weights`), else ``$STEPBENCH_INCEPTION_WEIGHTS``
+for inception-v3-compat, else torch-fidelity's own file in the torch hub cache (downloaded there when online).
+Statistics are float64; IS uses a seeded permutation (the generation order is class-ordered) in 10 splits;
+precision/recall use k = 3 nearest neighbours; an optional seeded bootstrap gives a FID interval.
+Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.metadata
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch_fidelity
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from bench.cell import canonical_json
-from bench.metrics.base import MetricError, PerSampleAccumulator
+from bench.hub import WeightsNotFound, resolve_weights
+from bench.metrics import bootstrap
+from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
+from bench.metrics.refcache import RefCache, library_versions
 from bench.provenance import sha256_path
 
 # Extractors that stepbench ships and registers on first use (torch-fidelity's own are always there).
@@ -35,7 +39,12 @@ DEFAULTS = {
     "feature_layer_fid": None, "feature_layer_isc": None, "isc_splits": 10, "isc_seed": 2020,
     "kid_subsets": 100, "kid_subset_size": 1000, "kid_seed": 2020, "kid_kernel_poly_degree": 3,
     "kid_kernel_poly_gamma": None, "kid_kernel_poly_coef0": 1, "batch_size": 64,
+    "prc": True, "prc_neighborhood": 3, "prc_batch_size": 10000,
+    "bootstrap": 0, "bootstrap_seed": 2020, "bootstrap_level": 0.95,
 }
+INCEPTION_ENV = "STEPBENCH_INCEPTION_WEIGHTS"
+# How each extractor turns uint8 images into its input (part of the reference-cache key and of every row).
+PREPROCESS = {"inception-v3-compat": "uint8 -> float, TF1-compatible bilinear resize to 299x299, no antialias"}
 
 
 def _ensure_registered(name: str) -> None:
@@ -49,16 +58,19 @@ def _ensure_registered(name: str) -> None:
 
 class FidIsKid:
     name = "fid_is_kid"
-    version = "fid_is_kid-1"
+    version = "fid_is_kid-2"
     defaults = DEFAULTS
-    outputs = {"fid": False, "is": True, "kid": False}   # primary values and their direction; *_std ride along
+    # primary values and their direction; *_std and the fid_ci_* interval ride along
+    outputs = {"fid": False, "is": True, "kid": False, "precision": True, "recall": True}
 
     def __init__(self, options: dict[str, Any], device: torch.device, cache_dir: Path):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise MetricError(f"fid_is_kid: unknown option {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
         self.opt = {**DEFAULTS, **options}
+        bootstrap.check_options(self.name, self.opt["bootstrap"], self.opt["bootstrap_level"])
         self.device, self.cache_dir = device, Path(cache_dir)
+        self.cache = RefCache(self.cache_dir)
         name = self.opt["feature_extractor"]
         _ensure_registered(name)
         cls = FEATURE_EXTRACTORS_REGISTRY[name]
@@ -67,36 +79,63 @@ class FidIsKid:
         self._cls = cls
         self._extractor = None
         self._ref: torch.Tensor | None = None
-        self._ref_key: str | None = None
+        self._ref_key: dict[str, Any] | None = None
+        self._weights: tuple[Path | None, str] | None = None
 
     # -- identity -------------------------------------------------------------------------------------------
+    def default_weights_file(self) -> Path | None:
+        """Where torch-fidelity keeps its own weights for this extractor (torch hub cache), if it has a URL."""
+        url = getattr(importlib.import_module(self._cls.__module__), "URL_INCEPTION_V3", None)
+        if self.opt["feature_extractor"] != "inception-v3-compat" or not url:
+            return None
+        return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+    def weights(self) -> tuple[Path | None, str]:
+        """(local weights file or None for the extractor's own default, identity string for keys and rows)."""
+        if self._weights is None:
+            ref = self.opt["feature_extractor_weights_path"]
+            if not ref and self.opt["feature_extractor"] == "inception-v3-compat":
+                ref = os.environ.get(INCEPTION_ENV) or None
+            if ref:
+                try:
+                    path = resolve_weights(str(ref), what=f"{self.name}: feature_extractor_weights_path")
+                except WeightsNotFound as e:
+                    raise MetricError(str(e)) from None
+                if not path.is_file():
+                    raise MetricError(f"{self.name}: feature_extractor_weights_path {str(path)!r} is not a file")
+                self._weights = (path, "sha256:" + sha256_path(path))
+            else:
+                module = importlib.import_module(self._cls.__module__)
+                ident = getattr(module, "weights_id", None)
+                default = self.default_weights_file()
+                if callable(ident):
+                    self._weights = (None, ident())
+                elif default is not None:   # the file name carries torch-fidelity's hash of its content
+                    self._weights = (default if default.is_file() else None, f"torch-fidelity:{default.name}")
+                else:
+                    self._weights = (None, f"torch-fidelity-default:{torch_fidelity.__version__}")
+        return self._weights
+
     def weights_id(self) -> str:
-        path = self.opt["feature_extractor_weights_path"]
-        if path:
-            if not Path(path).exists():
-                raise MetricError(f"fid_is_kid: feature_extractor_weights_path {path!r} does not exist")
-            return "sha256:" + sha256_path(path)
-        module = importlib.import_module(self._cls.__module__)
-        ident = getattr(module, "weights_id", None)
-        if callable(ident):
-            return ident()
-        return f"torch-fidelity-default:{torch_fidelity.__version__}"
+        return self.weights()[1]
 
     def version_key(self) -> str:
         return f"{self.version}|{self.opt['feature_extractor']}|{self.weights_id()}|tf{torch_fidelity.__version__}"
 
+    def preprocess(self) -> str:
+        return PREPROCESS.get(self.opt["feature_extractor"], f"{self.opt['feature_extractor']}'s own")
+
     def describe(self) -> dict[str, Any]:
         return {"implementation": f"torch-fidelity {torch_fidelity.__version__}", **self.opt,
                 "feature_layer_fid": self.layer_fid, "feature_layer_isc": self.layer_isc,
-                "weights": self.weights_id(), "statistics": "float64"}
+                "weights": self.weights_id(), "resize": self.preprocess(), "statistics": "float64",
+                "isc_shuffle": "seeded permutation", "bootstrap_over": "generated samples (reference fixed)"}
 
     # -- features -------------------------------------------------------------------------------------------
     def _safe_weights_path(self) -> str:
         """A weights file torch-fidelity can read, proven free of pickled code first (it loads with
         weights_only=False itself): safetensors are converted, .pth files must load with weights_only=True."""
-        path = Path(self.opt["feature_extractor_weights_path"])
-        if not path.is_file():
-            raise MetricError(f"fid_is_kid: feature_extractor_weights_path {str(path)!r} is not a file")
+        path = self.weights()[0]
         if path.suffix == ".safetensors":
             out = self.cache_dir / "weights" / f"{sha256_path(path)}.pth"
             if not out.exists():
@@ -115,48 +154,46 @@ class FidIsKid:
     def extractor(self):
         if self._extractor is None:
             kwargs = {}
-            if self.opt["feature_extractor_weights_path"]:
+            if self.weights()[0] is not None:
                 kwargs["feature_extractor_weights_path"] = self._safe_weights_path()
             try:
                 ext = create_feature_extractor(self.opt["feature_extractor"], [self.layer_fid, self.layer_isc],
                                                cuda=False, verbose=False, **kwargs)
             except Exception as e:  # torch-fidelity raises plain exceptions (e.g. a failed download offline)
-                raise MetricError(f"fid_is_kid: cannot create feature extractor {self.opt['feature_extractor']!r}: "
-                                  f"{e}. Offline, give feature_extractor_weights_path (a local weights file).") from e
+                default = self.default_weights_file()
+                where = f"put torch-fidelity's file at {str(default)!r}, or " if default else ""
+                raise MetricError(f"fid_is_kid: cannot create feature extractor {self.opt['feature_extractor']!r} "
+                                  f"({type(e).__name__}: {e}); offline, {where}give feature_extractor_weights_path "
+                                  f"(a local file) or set ${INCEPTION_ENV}") from e
             self._extractor = ext.to(self.device)
         return self._extractor
 
     @torch.inference_mode()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 NHWC -> (fid features, isc logits) as float32 CPU tensors."""
+        """uint8 NHWC -> (fid features, isc logits) as float32 CPU tensors (fixed-shape batches: see base)."""
         x = images.to(self.device).permute(0, 3, 1, 2).contiguous()
-        feats = []
-        for chunk in x.split(self.opt["batch_size"]):
-            feats.append(self.extractor(chunk))
-        fid = torch.cat([f[0] for f in feats]).float().cpu()
-        isc = torch.cat([f[1] for f in feats]).float().cpu()
-        return fid, isc
+        fid, isc = fixed_shape_forward(self.extractor, x, self.opt["batch_size"])
+        return fid.float().cpu(), isc.float().cpu()
+
+    def reference_material(self, dataset) -> dict[str, Any]:
+        """Everything that determines the reference features (the cache key; see `bench.metrics.refcache`)."""
+        return {"dataset": dataset.fingerprint(), "extractor": self.opt["feature_extractor"],
+                "layer": self.layer_fid, "preprocess": self.preprocess(), "weights": self.weights_id(),
+                "code": self.version, "libraries": library_versions("torch-fidelity")}
 
     def reference_features(self, dataset) -> torch.Tensor:
         """FID-layer features of the dataset's whole reference set, computed once and cached on disk."""
-        key = hashlib.sha256(canonical_json({
-            "dataset": dataset.fingerprint(), "metric": self.version_key(), "layer": self.layer_fid,
-        }).encode()).hexdigest()
-        if self._ref_key == key:
+        material = self.reference_material(dataset)
+        if self._ref_key == material:
             return self._ref
-        path = self.cache_dir / "refstats" / f"{key}.safetensors"
-        if path.exists():
-            ref = load_file(str(path))["features"]
-        else:
+
+        def compute():
             chunks = [self.features(imgs)[0] for imgs, _ in dataset.reference_batches(self.opt["batch_size"])]
-            ref = torch.cat(chunks)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"features": ref.contiguous()}, str(tmp), metadata={"dataset": dataset.name,
-                                                                           "metric": self.version_key()})
-            os.replace(tmp, path)
-        self._ref, self._ref_key = ref, key
-        return ref
+            return {"features": torch.cat(chunks)}
+
+        self._ref = self.cache.get_or_compute(material, compute)["features"]
+        self._ref_key = material
+        return self._ref
 
     # -- accumulate -----------------------------------------------------------------------------------------
     def accumulator(self, dataset) -> PerSampleAccumulator:
@@ -169,16 +206,20 @@ class FidIsKid:
         def finalize(rows, labels):
             return self.compute(rows["fid"], rows["isc"], ref)
 
-        return PerSampleAccumulator(embed, finalize)
+        return PerSampleAccumulator(embed, finalize, chunk=self.opt["batch_size"])
 
     def compute(self, gen_fid: torch.Tensor, gen_isc: torch.Tensor, ref_fid: torch.Tensor) -> dict[str, float]:
         o = self.opt
         n = len(gen_fid)
         if n < 2:
             raise MetricError(f"fid_is_kid: need at least 2 samples, got {n}")
-        s_gen = fid_features_to_statistics(gen_fid.double())
         s_ref = fid_features_to_statistics(ref_fid.double())
-        fid = fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"]
+
+        def fid_of(feats: torch.Tensor) -> float:
+            s_gen = fid_features_to_statistics(feats.double())
+            return float(fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"])
+
+        fid = fid_of(gen_fid)
         isc = isc_features_to_metric(gen_isc, splits=o["isc_splits"], shuffle=True, rng_seed=o["isc_seed"])
         subset = min(o["kid_subset_size"], n, len(ref_fid))
         kid = kid_features_to_metric(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
@@ -186,5 +227,13 @@ class FidIsKid:
                                      kid_kernel_poly_gamma=o["kid_kernel_poly_gamma"],
                                      kid_kernel_poly_coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"],
                                      verbose=False)
-        return {"fid": fid, "is": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
-                "kid": kid["kernel_inception_distance_mean"], "kid_std": kid["kernel_inception_distance_std"]}
+        out = {"fid": fid, "is": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
+               "kid": kid["kernel_inception_distance_mean"], "kid_std": kid["kernel_inception_distance_std"]}
+        if o["prc"]:
+            prc = prc_features_to_metric(gen_fid, ref_fid, prc_neighborhood=o["prc_neighborhood"],
+                                         prc_batch_size=o["prc_batch_size"], save_cpu_ram=True, verbose=False)
+            out.update(precision=prc["precision"], recall=prc["recall"])
+        if o["bootstrap"]:
+            out["fid_ci_low"], out["fid_ci_high"] = bootstrap.statistic_ci(
+                gen_fid, fid_of, o["bootstrap"], o["bootstrap_seed"], o["bootstrap_level"])
+        return out
