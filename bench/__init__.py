@@ -14,4 +14,10 @@ def load(db: str = "results/bench.duckdb", latest: bool = True):
     return _load(db, latest=latest)
 
 
-__all__ = ["load", "__version__"]
+def per_class(db: str = "results/bench.duckdb"):
+    """Per-class CLIP Score / PickScore means in long form (key, model, dataset, steps, cfg, metric, class, value)."""
+    from bench.store import per_class as _per_class
+    return _per_class(db)
+
+
+__all__ = ["load", "per_class", "__version__"]

@@ -207,7 +207,8 @@ def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
     if latest and not cells.empty:
         newest = cells.sort_values("finished", kind="stable").drop_duplicates(POINT, keep="last").index
         cells = cells.loc[cells.index.isin(newest)].reset_index(drop=True)
-    metrics = con.execute("SELECT key, metric, value FROM metrics").df()
+    # per-class drill-down rows (``clip_score/class/<id>``: 1000 per metric on ImageNet) stay long: `per_class`
+    metrics = con.execute("SELECT key, metric, value FROM metrics WHERE metric NOT LIKE '%/class/%'").df()
     timings = con.execute("SELECT key, name, value FROM timings").df()
     wide = cells
     for long, col in ((metrics, "metric"), (timings, "name")):
@@ -217,6 +218,17 @@ def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
             wide = wide.merge(piv, left_on="key", right_index=True, how="left")
     from bench.composite import add_mmhm
     return add_mmhm(wide)
+
+
+def per_class(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
+    """Per-class means (CLIP Score, PickScore) in long form: key, model, dataset, steps, cfg, metric, class, value."""
+    with ResultStore(db, read_only=True) as store:
+        df = store.con.execute("""
+            SELECT m.key, c.model_id AS model, c.dataset, c.steps, c.cfg, split_part(m.metric, '/class/', 1) AS metric,
+                   CAST(split_part(m.metric, '/class/', 2) AS INTEGER) AS class, m.value
+            FROM metrics m JOIN cells c USING (key) WHERE m.metric LIKE '%/class/%'
+            ORDER BY c.model_id, c.dataset, c.steps, c.cfg, metric, class""").df()
+    return df
 
 
 def load(db: str | Path = "results/bench.duckdb", latest: bool = True) -> pd.DataFrame:

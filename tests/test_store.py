@@ -79,3 +79,16 @@ def test_a_new_measurement_of_a_sweep_point_supersedes_the_old_one(tmp_path):
     df = bench.load(db)
     assert sorted(df["key"]) == ["new", "other"] and df.set_index("key").loc["new", "fid"] == 5.0
     assert sorted(bench.load(db, latest=False)["key"]) == ["new", "old", "other"]
+
+
+def test_per_class_rows_stay_long_and_out_of_the_wide_table(tmp_path):
+    db = tmp_path / "b.duckdb"
+    rows = {"clip_score": (25.0, "clip_score", "v", {})}
+    rows.update({f"clip_score/class/{c}": (20.0 + c, "clip_score", "v", {}) for c in range(1000)})
+    with ResultStore(db) as st:
+        st.write("k1", _row(), rows, {})
+    df = bench.load(db)
+    assert df.loc[0, "clip_score"] == 25.0 and not any("/class/" in c for c in df.columns)
+    pc = bench.per_class(db)
+    assert len(pc) == 1000 and list(pc["class"][:3]) == [0, 1, 2] and set(pc["metric"]) == {"clip_score"}
+    assert pc.set_index("class").loc[999, "value"] == 1019.0
