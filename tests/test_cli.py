@@ -53,4 +53,4 @@ def test_every_shipped_suite_validates_and_prints_its_plan(path, capsys):
     out = capsys.readouterr().out
     assert " cells, " in out and "total images:" in out
     if path.endswith("paper.yaml"):
-        assert "84 cells" in out and "soflow-xl2 (soflow): the cfg axis is ignored" in out
+        assert "96 cells" in out and "soflow-xl2 (soflow): the cfg axis is ignored" in out

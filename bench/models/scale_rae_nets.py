@@ -21,9 +21,8 @@ the Qwen2.5-1.5B hidden states of the 256 query tokens to the per-token conditio
 Forward: c = silu(t_emb[:, None] + z) per token (N, 256, z_channels); blocks(x_embed(x) + pos, c); output the
 velocity (N, 1152, 16, 16).
 
-Status: only this network is written. The Qwen2.5 query-token pass, the rectified-flow sampler (transport.py's
-RectifiedFlow with 50 respaced steps) and the SigLIP-2 pixel decoder are not, so there is no ``scale-rae``
-adapter yet.
+The Qwen2.5 query-token pass, the rectified-flow sampler and the SigLIP-2 decoder are in
+``bench/models/scale_rae.py`` (the ``scale-rae`` adapter).
 """
 
 from __future__ import annotations
