@@ -1,0 +1,135 @@
+"""Shared pieces of the `make perf` suite: the measured cell, the device it runs on, timing, the summary table.
+
+Every figure is a ratio measured within one run (absolute seconds on a shared machine are noise). Each test adds
+rows to :data:`SUMMARY`; ``conftest.py`` prints the table at the end and writes ``results/perf/summary.md``.
+Targets are reported as met / not met; they fail the run only with ``STEPBENCH_PERF_STRICT=1`` (correctness checks,
+such as identical metric values, always fail it).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.runner import resolve_device
+
+STRICT = os.environ.get("STEPBENCH_PERF_STRICT") == "1"
+OUT_DIR = Path(os.environ.get("STEPBENCH_PERF_OUT", "results/perf"))
+# Samples in the measured cell (the default suite's 500); a loaded machine can run the same ratios on fewer.
+N = int(os.environ.get("STEPBENCH_PERF_N", "500"))
+# The default suite's 250, or N / 2 for a smaller N: two or more generation batches, so that throughput comes from
+# the bulk pass (``throughput: bulk``) as in the default suite (with one batch the Runner times extra batches apart).
+BATCH = 250 if N >= 500 else max(1, N // 2)
+
+# The measured cell: one cell of the default suite (suites/mini.yaml), mini-sit 4 Euler steps at CFG 1.5
+# (2 network evaluations per step) on mini-val, 500 samples (STEPBENCH_PERF_N), with the default suite's metric options.
+METRICS = """
+metrics:
+  fid_is_kid: {feature_extractor: mini-classifier, kid_subset_size: 250, kid_subsets: 50, batch_size: 500}
+  clip_score: {backend: mini, model: clip, batch_size: 500}
+  pickscore: {backend: mini, model: pick, batch_size: 500}
+"""
+
+
+def suite_text(n: int = N, size: int = 1000, seeds: list[int] | int = 42, steps: int = 4, cfg: float = 1.5,
+               name: str = "perf", device: str = "auto") -> str:
+    return f"""
+suite: {name}
+seed: {seeds}
+batch_size: {BATCH}
+device: {device}
+samples: {{plan: per_reference, n: {n}}}
+keep_samples: 8
+timing: {{warmup: 1, repeats: 3, throughput: bulk}}
+datasets: [{{id: mini-val, options: {{size: {size}}}}}]
+{METRICS}
+models: [{{id: mini-sit, adapter: mini-sit, steps: [{steps}], cfg: [{cfg}], solver: [euler]}}]
+"""
+
+
+def device() -> torch.device:
+    """What `make perf` runs on: the GPU when one is present (the suites' ``device: auto``)."""
+    return resolve_device("auto")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_label(dev: torch.device | None = None) -> str:
+    """The device a figure is from: the GPU's name, or the CPU model with cores and torch threads."""
+    dev = dev or device()
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn: Callable[[], object], dev: torch.device) -> float:
+    sync(dev)
+    t0 = time.perf_counter()
+    fn()
+    sync(dev)
+    return time.perf_counter() - t0
+
+
+def best_of(fns: dict[str, Callable[[], object]], rounds: int, dev: torch.device) -> dict[str, float]:
+    """Minimum seconds of each function over ``rounds``, the functions interleaved round by round so that a noisy
+    neighbour slows all of them alike (the minimum is the least disturbed run)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(timed(fn, dev))
+    return {k: min(v) for k, v in times.items()}
+
+
+@dataclass
+class Row:
+    section: str
+    measure: str
+    value: str
+    target: str
+    met: bool | None
+    device: str
+    note: str = ""
+
+
+@dataclass
+class Summary:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, section: str, measure: str, value: float | str, target: str = "", met: bool | None = None,
+            note: str = "", dev: torch.device | None = None) -> None:
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        self.rows.append(Row(section, measure, text, target, met, device_label(dev), note))
+
+    def markdown(self) -> str:
+        head = "| section | measure | value | target | met | device | note |\n|---|---|---|---|---|---|---|\n"
+        flag = {True: "yes", False: "**no**", None: ""}
+        return head + "".join(f"| {r.section} | {r.measure} | {r.value} | {r.target} | {flag[r.met]} | {r.device} | "
+                              f"{r.note} |\n" for r in self.rows)
+
+
+SUMMARY = Summary()
+
+
+def target(ok: bool, what: str) -> None:
+    """A performance target: reported in the summary; fails the test only in strict mode."""
+    if STRICT:
+        assert ok, f"performance target not met: {what}"
