@@ -7,17 +7,7 @@ import torch_fidelity
 from bench.data.mini import MiniDataset
 from bench.metrics.fid_is_kid import FidIsKid
 from bench.mini import data
-
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, nhwc):
-        self.x = nhwc.permute(0, 3, 1, 2).contiguous()
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
+from tests.images import TorchFidelityImages as _Images
 
 
 def test_matches_torch_fidelity_calculate_metrics(tmp_path):

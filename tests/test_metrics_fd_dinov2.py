@@ -9,19 +9,9 @@ from bench.data.mini import MiniDataset
 from bench.metrics.base import MetricError
 from bench.metrics.fd_dinov2 import FdDinov2
 from bench.mini import data
+from tests.images import TorchFidelityImages as _Images
 
 CPU = torch.device("cpu")
-
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, nhwc):
-        self.x = nhwc.permute(0, 3, 1, 2).contiguous()
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
 
 
 @pytest.fixture(scope="module")

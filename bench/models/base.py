@@ -61,3 +61,11 @@ def to_uint8_nhwc(x: torch.Tensor) -> torch.Tensor:
                               f"(batch rows {rows[:8]})")
     x = ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+def frozen(net: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> nn.Module:
+    """An inference-only network: moved to ``device`` (and ``dtype``), eval mode, no gradients."""
+    net = net.to(device=device, dtype=dtype).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

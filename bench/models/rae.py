@@ -49,7 +49,7 @@ from torch import nn
 
 from bench import noise
 from bench.hub import parse_hub, resolve_weights
-from bench.models.base import ModelSpec, SamplerSettings
+from bench.models.base import ModelSpec, SamplerSettings, frozen
 from bench.models.rae_nets import DECODER_XL, DITDH_S, DITDH_XL, DecoderConfig, DiTDH, DiTDHConfig, RAEDecoder
 from bench.provenance import sha256_path
 
@@ -194,10 +194,7 @@ class RAE:
         return self
 
     def _prep(self, net: nn.Module) -> nn.Module:
-        net = net.to(self.device).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        return frozen(net, self.device)
 
     @staticmethod
     def _interval(v) -> tuple[float, float]:

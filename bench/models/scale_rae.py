@@ -58,7 +58,7 @@ from torch import nn
 
 from bench import noise
 from bench.hub import resolve_weights
-from bench.models.base import ModelSpec, SamplerSettings
+from bench.models.base import ModelSpec, SamplerSettings, frozen
 from bench.models.rae import load_strict, read_state
 from bench.models.rae_nets import DecoderConfig, RAEDecoder
 from bench.models.scale_rae_nets import HEAD_2_4B, HeadConfig, ScaleRAEHead
@@ -183,10 +183,7 @@ class ScaleRAE:
         return self
 
     def _prep(self, net: nn.Module, dtype: torch.dtype) -> nn.Module:
-        net = net.to(device=self.device, dtype=dtype).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        return frozen(net, self.device, dtype)
 
     @staticmethod
     def _interval(v) -> tuple[float, float]:
