@@ -107,7 +107,7 @@ def test_samples_adapter_reads_npz_with_labels_and_folders(tmp_path, toy_suite_t
 
 def test_sigkill_mid_suite_then_resume_completes_only_missing_cells(tmp_path, toy_suite_text):
     suite = tmp_path / "toy.yaml"
-    suite.write_text(toy_suite_text(n=6, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))   # 12 cells
+    suite.write_text(toy_suite_text(n=40, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))   # 12 cells
     db = tmp_path / "b.duckdb"
     code = ("import sys, tests.toy_extractor; from bench.cli import main; "
             f"sys.exit(main(['run', {str(suite)!r}, '--db', {str(db)!r}]))")
@@ -150,7 +150,7 @@ def test_bulk_throughput_mode_adds_no_generation_at_suite_batch_size(tmp_path, t
 
 def test_sigint_stops_cleanly_keeps_written_cells_and_exits_130(tmp_path, toy_suite_text):
     suite = tmp_path / "toy.yaml"
-    suite.write_text(toy_suite_text(n=6, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))
+    suite.write_text(toy_suite_text(n=40, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))
     db = tmp_path / "b.duckdb"
     code = ("import sys, tests.toy_extractor; from bench.cli import main; "
             f"sys.exit(main(['run', {str(suite)!r}, '--db', {str(db)!r}]))")
