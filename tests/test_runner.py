@@ -152,7 +152,10 @@ def test_sigint_stops_cleanly_keeps_written_cells_and_exits_130(tmp_path, toy_su
     suite = tmp_path / "toy.yaml"
     suite.write_text(toy_suite_text(n=40, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))
     db = tmp_path / "b.duckdb"
-    code = ("import sys, tests.toy_extractor; from bench.cli import main; "
+    # a shell that started us in the background may have set SIGINT to "ignore", which children inherit:
+    # restore Python's own handler, as in a terminal
+    code = ("import signal, sys, tests.toy_extractor; from bench.cli import main; "
+            "signal.signal(signal.SIGINT, signal.default_int_handler); "
             f"sys.exit(main(['run', {str(suite)!r}, '--db', {str(db)!r}]))")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
