@@ -59,6 +59,15 @@ def environment(device: torch.device, dtype: str) -> dict[str, Any]:
     }
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of one file's bytes, streamed (no cache: see `sha256_path`)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def sha256_path(path: str | Path) -> str:
     """sha256 of a file, or of a folder's files (relative names + contents); cached by path+size+mtime."""
     p = Path(path).resolve()
@@ -76,11 +85,7 @@ def sha256_path(path: str | Path) -> str:
         hit = cache.get(str(p))
         if hit and hit[0] == stamp:
             return hit[1]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_file(p)
     with _lock:
         cache = _read_cache()
         cache[str(p)] = [stamp, digest]

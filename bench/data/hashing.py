@@ -14,18 +14,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.provenance import sha256_file
+
 
 def cache_dir() -> Path:
     base = Path(os.environ.get("STEPBENCH_HASH_CACHE", Path.home() / ".cache" / "stepbench" / "file-hashes.json"))
     return base.parent / "datasets"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_hashes(root: Path, rels: list[str], threads: int = 8) -> dict[str, str]:
@@ -47,7 +41,7 @@ def file_hashes(root: Path, rels: list[str], threads: int = 8) -> dict[str, str]
             todo.append(rel)
     if todo:
         with ThreadPoolExecutor(max(1, threads)) as ex:
-            for rel, digest in zip(todo, ex.map(lambda r: _sha256(root / r), todo)):
+            for rel, digest in zip(todo, ex.map(lambda r: sha256_file(root / r), todo)):
                 out[rel] = digest
                 cache[rel] = stamps[rel] + [digest]
         try:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.data.base import DatasetError
-from bench.data.hashing import _sha256
 from bench.data.locate import ENV
+from bench.provenance import sha256_file
 
 CARDS = Path(__file__).resolve().parents[2] / "datasets"
 # conventional folder under $STEPBENCH_DATA for each registered dataset with files
@@ -58,7 +58,7 @@ def local_files(root: Path) -> list[str]:
 
 def hash_all(root: Path, rels: list[str], threads: int = 8) -> dict[str, str]:
     with ThreadPoolExecutor(threads) as ex:
-        return dict(zip(rels, ex.map(lambda r: _sha256(root / r), rels)))
+        return dict(zip(rels, ex.map(lambda r: sha256_file(root / r), rels)))
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,20 +16,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.provenance import sha256_file
+
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 MANIFEST = "manifest.json"
 
 
 class WeightsError(RuntimeError):
     pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_manifest(directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
