@@ -223,7 +223,7 @@ def infer_meanflow_arch(sd: dict[str, torch.Tensor], input_size: int = 32):
 def convert_meanflow_params(params: dict[str, np.ndarray], arch: str | None = None,
                             input_size: int = 32) -> tuple[dict[str, torch.Tensor], Any]:
     """Flat Flax network params -> (our state dict, DiTConfig), checked name for name against MeanFlowDiT."""
-    from bench.models.meanflow import MF_SHAPES, MeanFlowDiT, config_from_option
+    from bench.models.meanflow import MF_SHAPES, MeanFlowDiT, check_fits, config_from_option
     sd: dict[str, torch.Tensor] = {}
     for path, value in params.items():
         name = torch_name(path)
@@ -238,18 +238,7 @@ def convert_meanflow_params(params: dict[str, np.ndarray], arch: str | None = No
         ref = MeanFlowDiT(cfg).state_dict()
     from bench.models.dit import sincos_pos_embed_2d
     sd["pos_embed"] = sincos_pos_embed_2d(cfg.hidden_size, cfg.input_size // cfg.patch_size)[None]
-    missing = sorted(set(ref) - set(sd))
-    extra = sorted(set(sd) - set(ref))
-    shapes = [k for k in ref if k in sd and tuple(sd[k].shape) != tuple(ref[k].shape)]
-    if missing or extra or shapes:
-        msg = []
-        if missing:
-            msg.append(f"missing {missing[:3]}")
-        if extra:
-            msg.append(f"unexpected {extra[:3]}")
-        if shapes:
-            msg.append(f"shape of {shapes[0]!r}: {tuple(sd[shapes[0]].shape)} vs {tuple(ref[shapes[0]].shape)}")
-        raise ValueError("converted weights do not fit MeanFlowDiT: " + "; ".join(msg))
+    check_fits(ref, sd, "bench convert: converted weights")
     return sd, cfg
 
 

@@ -100,14 +100,19 @@ def _read_cache() -> dict:
         return {}
 
 
-def _write_cache(cache: dict) -> None:
+def write_json_cache(path: Path, obj: Any) -> None:
+    """Atomically replace a JSON cache file; failures are ignored (a cache is an optimisation only)."""
     try:
-        _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _HASH_CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, _HASH_CACHE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, path)
     except OSError:
-        pass   # the cache is an optimisation only
+        pass
+
+
+def _write_cache(cache: dict) -> None:
+    write_json_cache(_HASH_CACHE, cache)
 
 
 def weights_id(adapter: Any, spec) -> str:

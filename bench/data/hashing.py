@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.provenance import sha256_file
+from bench.provenance import sha256_file, write_json_cache
 
 
 def cache_dir() -> Path:
@@ -44,13 +44,7 @@ def file_hashes(root: Path, rels: list[str], threads: int = 8) -> dict[str, str]
             for rel, digest in zip(todo, ex.map(lambda r: sha256_file(root / r), todo)):
                 out[rel] = digest
                 cache[rel] = stamps[rel] + [digest]
-        try:
-            cfile.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cfile.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cfile)
-        except OSError:
-            pass    # an optimisation only
+        write_json_cache(cfile, cache)
     return out
 
 

@@ -105,7 +105,12 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
 
 def load_strict(net: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
     """load_state_dict(strict=True) with one readable line on a mismatch (first missing / unexpected / shape)."""
-    own = net.state_dict()
+    check_fits(net.state_dict(), sd, what)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+
+
+def check_fits(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], what: str) -> None:
+    """Raise one readable line unless ``sd`` has exactly the names and shapes of ``own`` (a state dict, meta ok)."""
     missing = [k for k in own if k not in sd]
     extra = [k for k in sd if k not in own]
     shape = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
@@ -121,7 +126,6 @@ def load_strict(net: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
                          f"model {tuple(own[k].shape)})")
         raise ValueError(f"{what}: checkpoint does not fit the network: " + "; ".join(parts)
                          + " (wrong arch option, or an unconverted checkpoint?)")
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------- adapter base
