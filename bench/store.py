@@ -160,24 +160,28 @@ class ResultStore:
                 values[i] = json.dumps(values[i], default=str)
         self.con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("metrics", "timings", "samples", "cells"):
-                self.con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
+            if self.con.execute("SELECT 1 FROM cells WHERE key = ?", [key]).fetchone():   # a cell's rows
+                for table in ("metrics", "timings", "samples", "cells"):       # exist only with its cells row
+                    self.con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
             self.con.execute(f"INSERT INTO cells (key, {', '.join(cols)}, finished) VALUES "
                              f"(?, {', '.join('?' * len(cols))}, ?)", [key, *values, _now()])
-            if metrics:
-                self.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [
-                    [key, name, float(v), src, ver, json.dumps(opt, default=str)]
-                    for name, (v, src, ver, opt) in metrics.items()])
-            if timings:
-                self.con.executemany("INSERT INTO timings VALUES (?, ?, ?, ?)",
-                                     [[key, name, float(v), unit] for name, (v, unit) in timings.items()])
-            if samples:
-                self.con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)",
-                                     [[key, int(i), int(y), png] for i, y, png in samples])
+            self._insert("metrics", [[key, name, float(v), src, ver, json.dumps(opt, default=str)]
+                                     for name, (v, src, ver, opt) in metrics.items()])
+            self._insert("timings", [[key, name, float(v), unit] for name, (v, unit) in timings.items()])
+            self._insert("samples", [[key, int(i), int(y), png] for i, y, png in samples])
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+
+    def _insert(self, table: str, rows: list[list], chunk: int = 256) -> None:
+        """Multi-row INSERT ... VALUES statements: DuckDB's executemany runs one statement per row (~1 ms each),
+        about 9x slower for a cell's 35 metric rows."""
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            one = f"({', '.join('?' * len(part[0]))})"
+            self.con.execute(f"INSERT INTO {table} VALUES {', '.join([one] * len(part))}",
+                             [v for r in part for v in r])
 
     # -- reading ----------------------------------------------------------------------------------------------
     def frame(self, sql: str | None = None) -> pd.DataFrame:
