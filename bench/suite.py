@@ -72,6 +72,9 @@ class TimingEntry(_Strict):
     repeats: int = Field(default=5, ge=1)
     throughput_repeats: int = Field(default=2, ge=1)
     throughput: Literal["separate", "bulk"] = "separate"   # bulk: from the bulk pass's batches after the first
+    # per_setting: batch-1 latency measured once per model, settings, dtype and device within a run and shared by
+    # the cells that differ only in dataset or sample plan (it does not depend on them); per_cell: every cell times it
+    latency: Literal["per_setting", "per_cell"] = "per_setting"
 
 
 class ModelEntry(_Strict):

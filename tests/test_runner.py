@@ -170,3 +170,29 @@ def test_sigint_stops_cleanly_keeps_written_cells_and_exits_130(tmp_path, toy_su
         runs = st.frame("SELECT status FROM runs")
         ok = st.frame("SELECT count(*) AS n FROM cells WHERE status = 'ok'")["n"][0]
     assert list(runs["status"]) == ["interrupted"] and 1 <= ok < 12
+
+
+@pytest.mark.parametrize("mode", ["per_setting", "per_cell"])
+def test_batch1_latency_is_measured_once_per_setting_unless_asked_per_cell(tmp_path, toy_suite_text, monkeypatch,
+                                                                           mode):
+    calls = []
+    orig = ToyFlow.generate
+    monkeypatch.setattr(ToyFlow, "generate",
+                        lambda self, y, i, s: calls.append((len(y), s.steps)) or orig(self, y, i, s))
+    text = toy_suite_text(steps="[1, 2]", cfg="[1.0]").replace(
+        "timing: {warmup: 0, repeats: 2, throughput_repeats: 1}",
+        f"timing: {{warmup: 0, repeats: 2, throughput: bulk, latency: {mode}}}").replace(
+        "  - id: mini-val\n    options: {size: 60}",
+        "  - id: mini-val\n    options: {size: 60}\n  - id: mini-v2\n    options: {size: 60}")
+    Runner(_suite(text), db=tmp_path / "b.duckdb", progress=False).run()
+    batch1 = [steps for b, steps in calls if b == 1]
+    # two settings (steps 1, 2) x two datasets; 2 timed batch-1 calls per measurement
+    assert sorted(batch1) == ([1, 1, 2, 2] if mode == "per_setting" else [1, 1, 1, 1, 2, 2, 2, 2])
+    df = bench.load(tmp_path / "b.duckdb").sort_values(["steps", "dataset"])
+    assert len(df) == 4 and (df["latency_s"] > 0).all()
+    if mode == "per_setting":
+        assert sorted(df["latency_shared"]) == [0.0, 0.0, 1.0, 1.0]
+        for _, g in df.groupby("steps"):      # the sharing cell reports the measuring cell's figure
+            assert g["latency_s"].nunique() == 1
+    else:
+        assert (df["latency_shared"] == 0).all()
