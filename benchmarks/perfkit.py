@@ -38,7 +38,11 @@ metrics:
 
 
 def suite_text(n: int = N, size: int = 1000, seeds: list[int] | int = 42, steps: int = 4, cfg: float = 1.5,
-               name: str = "perf", device: str = "auto") -> str:
+               name: str = "perf", device: str = "auto", model: str = "mini-sit",
+               datasets: tuple[str, ...] = ("mini-val",), latency: str = "per_setting") -> str:
+    """A suite of default-suite cells: ``model`` (a mini adapter) at one setting on ``datasets``."""
+    solver = ", solver: [euler]" if model == "mini-sit" else ""
+    sets = ", ".join(f"{{id: {d}, options: {{size: {size}}}}}" for d in datasets)
     return f"""
 suite: {name}
 seed: {seeds}
@@ -46,10 +50,10 @@ batch_size: {BATCH}
 device: {device}
 samples: {{plan: per_reference, n: {n}}}
 keep_samples: 8
-timing: {{warmup: 1, repeats: 3, throughput: bulk}}
-datasets: [{{id: mini-val, options: {{size: {size}}}}}]
+timing: {{warmup: 1, repeats: 3, throughput: bulk, latency: {latency}}}
+datasets: [{sets}]
 {METRICS}
-models: [{{id: mini-sit, adapter: mini-sit, steps: [{steps}], cfg: [{cfg}], solver: [euler]}}]
+models: [{{id: {model}, adapter: {model}, steps: [{steps}], cfg: [{cfg}]{solver}}}]
 """
 
 
