@@ -101,8 +101,9 @@ class _Chunks(torch.utils.data.IterableDataset):
 def _loader(ds: _Chunks, workers: int):
     n_chunks = (len(ds.items) + ds.chunk - 1) // ds.chunk
     workers = min(workers, n_chunks)
+    # pinned host memory when a GPU is present: the batches go to it (non-blocking copies)
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                       prefetch_factor=2 if workers else None)
+                                       prefetch_factor=2 if workers else None, pin_memory=torch.cuda.is_available())
 
 
 def default_workers() -> int:

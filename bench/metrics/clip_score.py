@@ -64,7 +64,7 @@ class _OpenClipBackend:
         return float(self.model.logit_scale.detach().exp())
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        x = preprocess_uint8(images.to(self.device), self.image_size, self.mean, self.std)
+        x = preprocess_uint8(images.to(self.device, non_blocking=True), self.image_size, self.mean, self.std)
         f = self.model.encode_image(x).float()
         return f / f.norm(dim=-1, keepdim=True)
 
