@@ -324,3 +324,75 @@ def test_importing_the_cli_and_report_does_not_import_matplotlib():
     r = subprocess.run([sys.executable, "-c", "import sys, bench.cli, bench.report; "
                         "print('matplotlib' in sys.modules)"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def _synthetic_frame(n_models, steps=(1, 2, 4), cfgs=(1.0, 2.0, 3.0), holes=()):
+    """One dataset's ok cells: every model x steps x CFG, metrics from a fixed generator; ``holes``: (model
+    index, steps, cfg) whose CLIP Score is missing."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for mi in range(n_models):
+        for s in steps:
+            for c in cfgs:
+                fid, clip = rng.uniform(5, 50), np.nan if (mi, s, c) in holes else rng.uniform(20, 35)
+                rows.append({"suite": "syn", "dataset": "d", "model": f"m{mi:02d}", "family": "flow", "status": "ok",
+                             "steps": s, "cfg": c, "solver": None, "seed": 42, "fid": fid, "is": rng.uniform(2, 9),
+                             "clip_score": clip, "latency_s": rng.uniform(0.01, 0.1)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def figures(monkeypatch, tmp_path):
+    """The plot functions' figures as they would be saved (saving skipped: these tests inspect artists)."""
+    from bench.report import plots as P
+    figs = []
+    monkeypatch.setattr(P, "_save", lambda fig, out, name: (figs.append(fig), (out / f"{name}.png",
+                                                                            out / f"{name}.svg"))[1])
+    return SimpleNamespace(P=P, figs=figs, out=tmp_path)
+
+
+def _legend_texts(fig):
+    (legend,) = fig.legends
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_many_models_get_one_legend_entry_per_model(figures):
+    P = figures.P
+    df = _synthetic_frame(25)                                             # 25 models x 3 CFG = 75 series
+    for x in ("steps", "cfg"):
+        assert isinstance(P.against(df, "d", x, figures.out), P.Plot)
+    assert isinstance(P.tradeoff(df, "d", figures.out), P.Plot)
+    models = [f"m{i:02d}" for i in range(25)]
+    for fig, other in zip(figures.figs, ("CFG", "step count", "step count")):
+        assert _legend_texts(fig) == models
+        assert f"shade: {other}, lighter" in fig.get_suptitle()
+    small = _synthetic_frame(3, cfgs=(1.0, 2.0))                          # 6 series: the detailed legend stays
+    figures.figs.clear()
+    P.against(small, "d", "steps", figures.out)
+    P.tradeoff(small, "d", figures.out)
+    steps_fig, trade_fig = figures.figs
+    assert _legend_texts(steps_fig) == [f"m{i:02d} cfg {c:g}" for i in range(3) for c in (1.0, 2.0)]
+    assert _legend_texts(trade_fig) == [f"m{i:02d} steps={s}" for i in range(3) for s in (1, 2, 4)]
+    assert "shade" not in steps_fig.get_suptitle() and "shade" not in trade_fig.get_suptitle()
+
+
+def test_tradeoff_draws_one_arrow_per_finite_consecutive_pair_along_cfg(figures):
+    from matplotlib.quiver import Quiver
+    P = figures.P
+    holes = {(0, 1, 2.0), (1, 4, 1.0), (2, 2, 3.0), (2, 2, 1.0)}
+    df = _synthetic_frame(3, cfgs=(3.0, 1.0, 2.0), holes=holes)          # stored out of CFG order
+    assert isinstance(P.tradeoff(df, "d", figures.out), P.Plot)
+    (fig,) = figures.figs
+    expected = []
+    for (_m, _s), g in df.groupby(["model", "steps"]):
+        xy = g.sort_values("cfg")[["clip_score", "fid"]].to_numpy(float)
+        for a, b in zip(xy[:-1], xy[1:]):
+            if np.isfinite(a).all() and np.isfinite(b).all():
+                expected.append((*a, *(b - a)))
+    assert len(expected) == 3 * 3 * 2 - 5                                # 18 pairs, 5 touch a hole
+    (ax,) = [a for a in fig.axes if a.get_visible()]                     # PickScore absent: one panel
+    quivers = [c for c in ax.collections if isinstance(c, Quiver)]
+    assert len(quivers) == 1                                              # all arrows: one artist
+    q = quivers[0]
+    got = np.column_stack([q.X, q.Y, q.U, q.V])
+    np.testing.assert_allclose(got[np.lexsort(got.T[::-1])], np.array(sorted(expected)))

@@ -5,6 +5,10 @@ model and step count); FID against CLIP Score and PickScore with arrows along in
 against batch-1 latency with the Pareto front; and the rank-correlation heatmap of the quality metrics.
 Titles and directions come from bench.report.directions (the metrics' own declarations). Missing values break
 a line; nothing is interpolated or averaged. matplotlib is imported inside the functions only.
+
+Cost stays linear in the cells: each axes draws its lines, markers and arrows as a few collections (not one
+artist per line or arrow), and a figure with more than MAX_LEGEND series lists models only (shade tells a
+model's series apart, as the title says) instead of a legend entry per series.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from bench.report import directions as D
 
 DIMS = ("steps", "cfg", "solver", "seed")
 FLOOR = "real"          # the family drawn as each metric's floor, not as a line
+MAX_LEGEND = 20         # more series than this: the legend names models only and shade tells their series apart
 
 
 @dataclass
@@ -104,19 +109,61 @@ def _label(model: str, key: tuple, dims: list[str]) -> str:
     return " ".join(parts)
 
 
-def _series(runs: pd.DataFrame, x: str):
-    """(model, label, colour, frame sorted by x) for each line: cells of one model differing only in x."""
+def _series(runs: pd.DataFrame, x: str) -> list[tuple]:
+    """(model, label, colour, model colour, frame sorted by x) for each line: cells of one model differing only in x."""
     models = sorted(runs["model"].unique())
     colors = _colors(models)
-    for model in models:
-        g = runs[(runs["model"] == model) & runs[x].notna()]
-        if g.empty:
-            continue
+    out = []
+    for model, g in runs[runs[x].notna()].groupby("model", sort=True):
         dims = _varying(g, x)
         groups = list(g.groupby(dims, dropna=False, sort=True)) if dims else [((), g)]
         for i, (key, sub) in enumerate(groups):
             key = key if isinstance(key, tuple) else (key,)
-            yield model, _label(model, key, dims), _shade(colors[model], i, len(groups)), sub.sort_values(x)
+            out.append((model, _label(model, key, dims), _shade(colors[model], i, len(groups)), colors[model],
+                        sub.sort_values(x)))
+    return out
+
+
+def _entries(series: list[tuple], marker_only: bool = False) -> tuple[list, list[str], bool]:
+    """Legend handles and labels for the series: one per series when at most MAX_LEGEND, else one per model in
+    its colour (compact: the shade then tells the series of a model apart, as the caption says)."""
+    from matplotlib.lines import Line2D
+    style = dict(ls="none", marker="o", ms=18 ** 0.5) if marker_only else dict(marker="o", ms=3.5, lw=1.4)
+    compact = len(series) > MAX_LEGEND
+    if compact:
+        picked = list({model: (tex_safe(model), base) for model, _lab, _c, base, _sub in series}.values())
+    else:
+        picked = [(lab.replace("steps ", "steps=") if marker_only else lab, c) for _m, lab, c, _b, _s in series]
+    return [Line2D([], [], color=c, **style) for _lab, c in picked], [lab for lab, _c in picked], compact
+
+
+def _values(series: list[tuple], cols: list[str]) -> list[tuple]:
+    """(colour, the series' ``cols`` as a float array) for each series, converted once per figure."""
+    return [(color, sub[cols].astype(float).to_numpy()) for _model, _lab, color, _base, sub in series]
+
+
+def _draw_lines(ax, values: list[tuple], y: int) -> None:
+    """All series of one axes (column 0 against column ``y`` of ``values``) as one line collection, broken at
+    missing values, and one marker collection."""
+    from matplotlib.collections import LineCollection
+    segs, seg_colors, pts, pt_colors = [], [], [], []
+    for color, v in values:
+        xy = v[:, [0, y]]
+        ok = np.isfinite(xy).all(axis=1)
+        if not ok.any():
+            continue
+        pts.append(xy[ok])
+        pt_colors += [color] * int(ok.sum())
+        edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(np.int8), 0]))        # starts and ends of finite runs
+        for a, b in zip(edges[::2], edges[1::2]):
+            if b - a > 1:
+                segs.append(xy[a:b])
+                seg_colors.append(color)
+    if segs:
+        ax.add_collection(LineCollection(segs, colors=seg_colors, linewidths=1.4, zorder=2), autolim=True)
+    if pts:
+        p = np.concatenate(pts)
+        ax.scatter(p[:, 0], p[:, 1], s=3.5 ** 2, c=pt_colors, linewidths=1.0, edgecolors="face", zorder=2.01)
 
 
 def _floor_lines(ax, floors: pd.DataFrame, metric: str) -> None:
@@ -125,8 +172,9 @@ def _floor_lines(ax, floors: pd.DataFrame, metric: str) -> None:
         ax.axhline(v, color="0.45", ls=":", lw=1.2, label="real-vs-real (floor)" if j == 0 else None)
 
 
-def _legend(fig, axes) -> None:
-    handles, labels = {}, []
+def _legend(fig, axes, first: tuple[list, list[str]] = ((), ())) -> None:
+    """One legend beside the axes: ``first`` (the series' entries), then each labelled artist once."""
+    handles, labels = dict(zip(first[1], first[0])), list(first[1])
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in handles:
@@ -152,25 +200,30 @@ def against(df: pd.DataFrame, dataset: str, x: str, out: Path) -> Plot | str:
     if runs.empty or not metrics or runs[x].notna().sum() == 0:
         return f"{x}: no ok cells with {x} and a metric"
     fig, axes = _grid(len(metrics))
-    for ax, m in zip(axes, metrics):
-        for _model, lab, color, sub in _series(runs, x):
-            ax.plot(sub[x].astype(float), sub[m].astype(float), marker="o", ms=3.5, lw=1.4, color=color, label=lab)
+    series = _series(runs, x)
+    values = _values(series, [x, *metrics])
+    ticks = sorted(runs[x].dropna().astype(float).unique())
+    for i, (ax, m) in enumerate(zip(axes, metrics)):
+        _draw_lines(ax, values, i + 1)
         _floor_lines(ax, floors, m)
         ax.set_title(D.title(m), fontsize=10)
         ax.set_xlabel(D.label(x))
-        ticks = sorted(runs[x].dropna().astype(float).unique())
         if x == "steps":
             ax.set_xscale("log", base=2)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     other = "CFG" if x == "steps" else "step count"
-    fig.suptitle(f"{tex_safe(dataset)}: metrics against {D.label(x)} (one line per model and {other})", fontsize=11)
-    _legend(fig, axes)
+    handles, labels, compact = _entries(series)
+    shade = f"; shade: {other}, lighter = smaller" if compact else ""
+    fig.suptitle(f"{tex_safe(dataset)}: metrics against {D.label(x)} (one line per model and {other}{shade})",
+                 fontsize=11)
+    _legend(fig, axes, (handles, labels))
     png, svg = _save(fig, out, f"{x}-{slug(dataset)}")
     return Plot(x, dataset, f"Metrics against {D.label(x)}", png, svg,
                 f"Each metric against {D.label(x)}{' (log2 axis)' if x == 'steps' else ''}, one line per model "
-                f"and {other}; dotted: real-vs-real floor; gaps are missing values.")
+                f"and {other}{' (coloured by model, lighter = smaller ' + other + ')' if compact else ''}; "
+                f"dotted: real-vs-real floor; gaps are missing values.")
 
 
 def tradeoff(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
@@ -181,14 +234,10 @@ def tradeoff(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
         return "trade-off: needs fid and clip_score or pickscore"
     fig = _figure(5.0 * len(xs) + 2.2, 4.2)
     axes = fig.subplots(1, len(xs), squeeze=False).ravel()
-    for ax, xc in zip(axes, xs):
-        for _model, lab, color, sub in _series(runs, "cfg"):
-            pts = sub[[xc, "fid"]].astype(float).to_numpy()
-            ax.scatter(pts[:, 0], pts[:, 1], color=color, s=18, zorder=3, label=lab.replace("steps ", "steps="))
-            for a, b in zip(pts[:-1], pts[1:]):
-                if np.isfinite(a).all() and np.isfinite(b).all():
-                    ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", color=color, lw=1.1,
-                                                                    shrinkA=3, shrinkB=3))
+    series = _series(runs, "cfg")
+    values = _values(series, ["fid", *xs])
+    for i, (ax, xc) in enumerate(zip(axes, xs)):
+        _draw_arrows(ax, values, i + 1)
         if not floors.empty and xc in floors.columns:
             f = floors[[xc, "fid"]].astype(float).dropna()
             ax.scatter(f[xc], f["fid"], marker="*", s=90, color="0.35", zorder=4, label="real-vs-real (floor)")
@@ -196,12 +245,37 @@ def tradeoff(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
         ax.set_ylabel(D.title("fid"))
         ax.set_title(f"FID against {D.label(xc)}", fontsize=10)
         ax.grid(alpha=0.3)
+    handles, labels, compact = _entries(series, marker_only=True)
+    shade = "; shade: step count, lighter = fewer" if compact else ""
     fig.suptitle(f"{tex_safe(dataset)}: the guidance trade-off (arrows follow increasing CFG; one series per model and "
-                 f"step count)", fontsize=11)
-    _legend(fig, axes)
+                 f"step count{shade})", fontsize=11)
+    _legend(fig, axes, (handles, labels))
     png, svg = _save(fig, out, f"tradeoff-{slug(dataset)}")
     return Plot("tradeoff", dataset, "FID against CLIP Score and PickScore", png, svg,
                 "Each point a cell, coloured by model (darker = more steps); arrows run along increasing CFG.")
+
+
+def _draw_arrows(ax, values: list[tuple], x: int) -> None:
+    """The series' cells (column ``x`` of ``values`` against column 0) as one marker collection and, along
+    increasing CFG, one arrow per consecutive pair of finite points, all of the axes' arrows a single quiver."""
+    pts, pt_colors, tails, heads, arrow_colors = [], [], [], [], []
+    for color, v in values:
+        xy = v[:, [x, 0]]
+        ok = np.isfinite(xy).all(axis=1)
+        pts.append(xy[ok])
+        pt_colors += [color] * int(ok.sum())
+        pair = ok[:-1] & ok[1:]
+        tails.append(xy[:-1][pair])
+        heads.append(xy[1:][pair])
+        arrow_colors += [color] * int(pair.sum())
+    if pt_colors:
+        p = np.concatenate(pts)
+        ax.scatter(p[:, 0], p[:, 1], c=pt_colors, s=18, zorder=3)
+    if arrow_colors:
+        a, b = np.concatenate(tails), np.concatenate(heads)
+        ax.quiver(a[:, 0], a[:, 1], b[:, 0] - a[:, 0], b[:, 1] - a[:, 1], color=arrow_colors, angles="xy",
+                  scale_units="xy", scale=1, units="dots", width=1.4, headwidth=4.5, headlength=6,
+                  headaxislength=5.5, minlength=0, zorder=3.5)
 
 
 def pareto_mask(cost: np.ndarray, quality: np.ndarray, higher_is_better: bool) -> np.ndarray:
@@ -229,15 +303,16 @@ def latency(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
     ys = [m for m in ("mmhm", "fid") if m in runs.columns and runs[m].notna().any()]
     if "latency_s" not in runs.columns or runs["latency_s"].notna().sum() == 0 or not ys:
         return "quality vs latency: needs latency_s and mmhm or fid"
+    from matplotlib.lines import Line2D
     models = sorted(runs["model"].unique())
     colors = _colors(models)
+    by_model = runs.sort_values("model", kind="stable")           # drawn model after model, as one collection
+    point_colors = [colors[m] for m in by_model["model"]]
+    handles = [Line2D([], [], ls="none", marker="o", ms=18 ** 0.5, color=colors[m]) for m in models]
     fig = _figure(5.0 * len(ys) + 2.2, 4.2)
     axes = fig.subplots(1, len(ys), squeeze=False).ravel()
     for ax, m in zip(axes, ys):
-        for model in models:
-            g = runs[runs["model"] == model]
-            ax.scatter(g["latency_s"].astype(float), g[m].astype(float), s=18, color=colors[model],
-                       label=tex_safe(model), zorder=3)
+        ax.scatter(by_model["latency_s"].astype(float), by_model[m].astype(float), s=18, c=point_colors, zorder=3)
         cost, q = runs["latency_s"].astype(float).to_numpy(), runs[m].astype(float).to_numpy()
         front = pareto_mask(cost, q, D.spec(m).higher_is_better)
         if front.any():
@@ -251,7 +326,7 @@ def latency(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
         ax.set_title(f"{D.label(m)} against latency", fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{tex_safe(dataset)}: quality against latency (circled: Pareto-optimal cells)", fontsize=11)
-    _legend(fig, axes)
+    _legend(fig, axes, (handles, [tex_safe(m) for m in models]))
     png, svg = _save(fig, out, f"latency-{slug(dataset)}")
     return Plot("latency", dataset, "Quality against latency", png, svg,
                 "Circled cells are Pareto-optimal: no other cell is both faster and better on that metric.")
