@@ -91,19 +91,3 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
     with pytest.raises(Exception, match="refusing to load"):
         m.extractor
     assert not (tmp_path / "pwned").exists()
-
-
-@pytest.mark.parametrize("workers", [1, 3])
-def test_parallel_kid_subsets_are_bit_identical_to_torch_fidelity(workers):
-    from torch_fidelity.metric_kid import kid_features_to_metric
-
-    from bench.metrics.kid import kid
-    g = torch.Generator().manual_seed(5)
-    f1, f2 = torch.rand(120, 48, generator=g), 1.1 * torch.rand(200, 48, generator=g)
-    tf = kid_features_to_metric(f1, f2, kid_subsets=17, kid_subset_size=60, kid_kernel="poly",
-                                kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1,
-                                rng_seed=7, verbose=False)
-    assert kid(f1, f2, 17, 60, 7, workers=workers) == tf          # exact equality, not approx
-    assert kid(f1, f2, 17, 60, 8, workers=workers) != tf          # the seed picks the subsets
-    with pytest.raises(ValueError, match="subset size 121"):
-        kid(f1, f2, 3, 121, 7)

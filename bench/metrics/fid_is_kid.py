@@ -21,6 +21,7 @@ import torch_fidelity
 from safetensors.torch import load_file
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
@@ -28,7 +29,6 @@ from torch_fidelity.utils import create_feature_extractor
 from bench.hub import WeightsNotFound, resolve_weights
 from bench.metrics import bootstrap
 from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
-from bench.metrics.kid import kid as kid_subsets
 from bench.metrics.refcache import RefCache, library_versions
 from bench.provenance import sha256_path
 
@@ -171,7 +171,7 @@ class FidIsKid:
     @torch.inference_mode()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 NHWC -> (fid features, isc logits) as float32 CPU tensors (fixed-shape batches: see base)."""
-        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+        x = images.to(self.device).permute(0, 3, 1, 2).contiguous()
         fid, isc = fixed_shape_forward(self.extractor, x, self.opt["batch_size"])
         return fid.float().cpu(), isc.float().cpu()
 
@@ -222,8 +222,11 @@ class FidIsKid:
         fid = fid_of(gen_fid)
         isc = isc_features_to_metric(gen_isc, splits=o["isc_splits"], shuffle=True, rng_seed=o["isc_seed"])
         subset = min(o["kid_subset_size"], n, len(ref_fid))
-        kid = kid_subsets(gen_fid, ref_fid, o["kid_subsets"], subset, o["kid_seed"], o["kid_kernel_poly_degree"],
-                          o["kid_kernel_poly_gamma"], o["kid_kernel_poly_coef0"])   # = torch-fidelity's, bit for bit
+        kid = kid_features_to_metric(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
+                                     kid_kernel="poly", kid_kernel_poly_degree=o["kid_kernel_poly_degree"],
+                                     kid_kernel_poly_gamma=o["kid_kernel_poly_gamma"],
+                                     kid_kernel_poly_coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"],
+                                     verbose=False)
         out = {"fid": fid, "is": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
                "kid": kid["kernel_inception_distance_mean"], "kid_std": kid["kernel_inception_distance_std"]}
         if o["prc"]:
