@@ -91,3 +91,37 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
     with pytest.raises(Exception, match="refusing to load"):
         m.extractor
     assert not (tmp_path / "pwned").exists()
+
+
+def test_precision_recall_with_cached_real_radii_equal_torch_fidelity():
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from bench.metrics import prc
+    g = torch.Generator().manual_seed(3)
+    gen, ref = 0.5 + torch.rand(90, 4, generator=g), 1.2 * torch.rand(130, 4, generator=g)
+    for k, bs in ((3, 10000), (5, 40)):          # one batch, and several (torch-fidelity's batching is kept)
+        tf = prc_features_to_metric(gen, ref, prc_neighborhood=k, prc_batch_size=bs, save_cpu_ram=True, verbose=False)
+        ours = prc.precision_recall(gen, ref, prc.radii(ref, k, bs), k, bs)
+        assert ours == (tf["precision"], tf["recall"])                      # exact
+        assert 0 < ours[0] < 1 and 0 < ours[1] < 1                          # a case that discriminates
+
+
+def test_real_radii_are_computed_once_per_reference_set(tmp_path, monkeypatch):
+    from bench.metrics import prc
+    calls = []
+    real = prc.radii
+    monkeypatch.setattr(prc, "radii", lambda f, k, bs: calls.append(len(f)) or real(f, k, bs))
+    ref = MiniDataset("mini-val", size=60)
+    m = FidIsKid({"feature_extractor": "toy-extractor", "kid_subset_size": 20, "kid_subsets": 5, "batch_size": 16},
+                 torch.device("cpu"), tmp_path)
+    imgs = torch.randint(0, 256, (40, data.RES, data.RES, 3), dtype=torch.uint8)
+    for _ in range(2):                     # two cells on the same reference set
+        acc = m.accumulator(ref)
+        acc.update(imgs, torch.zeros(40, dtype=torch.long), ["x"] * 40, torch.arange(40))
+        out = acc.result()
+    assert calls == [60, 40, 40], "real radii once (60 reference rows), generated radii per cell (40 rows)"
+    assert 0 <= out["precision"] <= 1 and 0 <= out["recall"] <= 1
+    m2 = FidIsKid(dict(m.opt), torch.device("cpu"), tmp_path)     # a new process: radii from the disk cache
+    acc = m2.accumulator(ref)
+    acc.update(imgs, torch.zeros(40, dtype=torch.long), ["x"] * 40, torch.arange(40))
+    assert acc.result()["precision"] == out["precision"] and calls == [60, 40, 40, 40]

@@ -22,12 +22,11 @@ from safetensors.torch import load_file
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
-from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from bench.hub import WeightsNotFound, resolve_weights
-from bench.metrics import bootstrap
+from bench.metrics import bootstrap, prc
 from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
 from bench.metrics.refcache import RefCache, library_versions
 from bench.provenance import sha256_path
@@ -80,6 +79,7 @@ class FidIsKid:
         self._extractor = None
         self._ref: torch.Tensor | None = None
         self._ref_key: dict[str, Any] | None = None
+        self._ref_radii: torch.Tensor | None = None
         self._weights: tuple[Path | None, str] | None = None
 
     # -- identity -------------------------------------------------------------------------------------------
@@ -191,8 +191,15 @@ class FidIsKid:
             chunks = [self.features(imgs)[0] for imgs, _ in dataset.reference_batches(self.opt["batch_size"])]
             return {"features": torch.cat(chunks)}
 
-        self._ref = self.cache.get_or_compute(material, compute)["features"]
-        self._ref_key = material
+        entry = self.cache.get_or_compute(material, compute)
+        self._ref, self._ref_key = entry["features"], material
+        if self.opt["prc"]:     # the real manifold's k-NN radii depend on the reference features alone:
+            k, bs = self.opt["prc_neighborhood"], self.opt["prc_batch_size"]   # kept in the same cache entry
+            name = f"prc_radii_k{k}_batch{bs}"
+            if name not in entry:
+                entry = {**entry, name: prc.radii(self._ref, k, bs)}
+                self.cache.save(material, entry)
+            self._ref_radii = entry[name]
         return self._ref
 
     # -- accumulate -----------------------------------------------------------------------------------------
@@ -230,9 +237,9 @@ class FidIsKid:
         out = {"fid": fid, "is": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
                "kid": kid["kernel_inception_distance_mean"], "kid_std": kid["kernel_inception_distance_std"]}
         if o["prc"]:
-            prc = prc_features_to_metric(gen_fid, ref_fid, prc_neighborhood=o["prc_neighborhood"],
-                                         prc_batch_size=o["prc_batch_size"], save_cpu_ram=True, verbose=False)
-            out.update(precision=prc["precision"], recall=prc["recall"])
+            k, bs = o["prc_neighborhood"], o["prc_batch_size"]
+            ref_radii = self._ref_radii if ref_fid is self._ref else prc.radii(ref_fid, k, bs)
+            out["precision"], out["recall"] = prc.precision_recall(gen_fid, ref_fid, ref_radii, k, bs)
         if o["bootstrap"]:
             out["fid_ci_low"], out["fid_ci_high"] = bootstrap.statistic_ci(
                 gen_fid, fid_of, o["bootstrap"], o["bootstrap_seed"], o["bootstrap_level"])
