@@ -4,7 +4,8 @@ Synthetic cells shaped like the default suite's (35 metric rows each: FID / IS /
 CLIP Score and PickScore with std, bootstrap interval and 10 per-class means; 8 timing rows). The store grows in
 blocks of 720 cells (25,200 metric rows: 4 datasets x 6 models x 5 steps x 6 CFG, a new set of models per block) to
 100,800 rows; write, load and report are timed at 25k, 50k and 100k rows. Growth no worse than linear: the time per
-row at 100k divided by the time per row at 25k is at most 1.10 (fixed costs make it smaller).
+row at 100k divided by the time per row at 25k is at most 1.10 (fixed costs make it smaller); for writes, the time of
+the last block of 25,200 rows (into a store already holding 75,600) divided by the first block's (into an empty one).
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ def test_store_and_report_scale_linearly(benchmark, tmp_path):
     db = tmp_path / "store.duckdb"
     store = ResultStore(db)
     run_id = store.begin_run("perf-store", "<synthetic>", "0" * 64, {"synthetic": True})
-    rows, written, timings = 0, 0, {}
+    rows, written, timings, block_s = 0, 0, {}, []     # block_s: seconds to write each block of 25,200 rows
     for blocks in BLOCKS:
         before = rows
         t0 = time.perf_counter()
         while written < blocks:
+            t_block = time.perf_counter()
             rows += write_block(store, written, run_id)
+            block_s.append(time.perf_counter() - t_block)
             written += 1
         t_write = time.perf_counter() - t0
         store.close()
@@ -99,8 +102,11 @@ def test_store_and_report_scale_linearly(benchmark, tmp_path):
                     note=f"write {v['write_per_row'] * 1e6:.0f} us/row (the {v['rows_added']:,} rows added)", dev=dev)
     for what in ("write_per_row", "load", "report"):
         a, b = timings[small][what], timings[big][what]
-        ratio = b / a if what == "write_per_row" else (b / big) / (a / small)
-        SUMMARY.add(sec, f"{what.replace('_per_row', '')}: per-row time {big:,} / {small:,} rows", ratio, "<= 1.10",
+        # write: the last block of rows (written into a store of 75,600) against the first (into an empty store)
+        ratio = block_s[-1] / block_s[0] if what == "write_per_row" else (b / big) / (a / small)
+        label = ("write: time of the last 25,200-row block (store at 75,600) / the first (empty store)"
+                 if what == "write_per_row" else f"{what}: per-row time {big:,} / {small:,} rows")
+        SUMMARY.add(sec, label, ratio, "<= 1.10",
                     ratio <= 1.10, dev=dev)
         target(ratio <= 1.10, f"{what} per-row time grows {ratio:.2f}x from {small} to {big} rows")
     print("\n" + "\n".join(f"{r} rows: {v}" for r, v in sorted(timings.items())))
