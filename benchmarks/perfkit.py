@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,14 +94,20 @@ def timed(fn: Callable[[], object], dev: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def best_of(fns: dict[str, Callable[[], object]], rounds: int, dev: torch.device) -> dict[str, float]:
-    """Minimum seconds of each function over ``rounds``, the functions interleaved round by round so that a noisy
-    neighbour slows all of them alike (the minimum is the least disturbed run)."""
+def rounds_of(fns: dict[str, Callable[[], object]], rounds: int, dev: torch.device) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``rounds`` rounds, the functions interleaved round by round so that a
+    noisy neighbour or a drifting clock slows the functions of one round alike."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             times[k].append(timed(fn, dev))
-    return {k: min(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``num / den`` measured in the same round: on a machine whose speed drifts by 10-20%
+    over seconds (a shared VM), a ratio of neighbours is steadier than a ratio of minima taken in different rounds."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
 
 @dataclass
