@@ -24,6 +24,7 @@ from bench.mini.data import RES
 from bench.models.base import ModelSpec, SamplerSettings
 from bench.registry import resolve
 from bench.timing import measure
+from tests.random_inception import random_inception
 
 FULL = os.environ.get("STEPBENCH_PERF_FULL") == "1"
 SEC = "5 networks"
@@ -78,15 +79,7 @@ def test_mini_metric_networks(benchmark):
 
 
 def _inception(dev: torch.device):
-    import torch_fidelity.feature_extractor_inceptionv3 as inc
-    orig, orig_load = inc.load_state_dict_from_url, inc.FeatureExtractorInceptionV3.load_state_dict
-    inc.load_state_dict_from_url = lambda *a, **k: None            # random weights: no download
-    inc.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd: None
-    try:
-        net = inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
-    finally:
-        inc.load_state_dict_from_url, inc.FeatureExtractorInceptionV3.load_state_dict = orig, orig_load
-    return net.to(dev).eval()
+    return random_inception(("2048", "logits_unbiased")).to(dev).eval()      # random weights: no download
 
 
 def _vision_tower(dev: torch.device, hidden: int, layers: int, heads: int, mlp: int, patch: int, proj: int):

@@ -8,6 +8,7 @@ from bench.data.mini import MiniDataset
 from bench.metrics.fid_is_kid import FidIsKid
 from bench.mini import data
 from tests.images import TorchFidelityImages as _Images
+from tests.random_inception import random_inception
 
 
 def test_matches_torch_fidelity_calculate_metrics(tmp_path):
@@ -51,17 +52,7 @@ def test_reference_features_are_cached_by_content(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def random_inception_weights(tmp_path_factory):
     """inception-v3-compat with random weights, saved as a plain state dict (no download)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as inc
-    orig = inc.load_state_dict_from_url
-    inc.load_state_dict_from_url = lambda *a, **k: None
-    orig_load = inc.FeatureExtractorInceptionV3.load_state_dict
-    inc.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd: None
-    try:
-        torch.manual_seed(0)
-        net = inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    finally:
-        inc.load_state_dict_from_url = orig
-        inc.FeatureExtractorInceptionV3.load_state_dict = orig_load
+    net = random_inception()
     path = tmp_path_factory.mktemp("w") / "inception.pth"
     torch.save(net.state_dict(), path)
     return path

@@ -11,27 +11,14 @@ from bench.data.mini import MiniDataset
 from bench.metrics.fid_is_kid import FidIsKid
 from bench.mini import data
 from tests.images import TorchFidelityImages as _Images
+from tests.random_inception import random_inception
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
-    import torch_fidelity.feature_extractor_inceptionv3 as inc
-    orig, orig_load = inc.load_state_dict_from_url, inc.FeatureExtractorInceptionV3.load_state_dict
-    inc.load_state_dict_from_url = lambda *a, **k: None
-    inc.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd: None
-    try:
-        torch.manual_seed(0)
-        net = inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    finally:
-        inc.load_state_dict_from_url, inc.FeatureExtractorInceptionV3.load_state_dict = orig, orig_load
-    with torch.no_grad():     # variance-preserving init: default init shrinks activations to ~0 over 90 layers
-        for mod in net.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-            elif isinstance(mod, torch.nn.Linear):
-                torch.nn.init.normal_(mod.weight, std=mod.in_features ** -0.5)
+    net = random_inception(informative=True)
     path = tmp_path_factory.mktemp("w") / "inception.pth"
     torch.save(net.state_dict(), path)
     return path
