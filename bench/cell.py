@@ -13,13 +13,30 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.models.base import ModelSpec, SamplerSettings
-
 KEY_SCHEMA = "cell-key-1"
 
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a suite says about one model: its id, adapter name, weights location and adapter options."""
+    id: str
+    adapter: str
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How one cell samples: step count (the paper's N intervals), guidance scale, solver, seed, extras."""
+    steps: int
+    cfg: float
+    solver: str | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,3 +87,25 @@ class Cell:
             "dataset_fingerprint": dataset_fingerprint, "metric_versions": metric_versions,
         }
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything a worker needs to generate and score a cell, or a shard of it, and nothing it must not touch:
+    the cell (model spec with validated options, sampler settings, dataset spec, plan, metric specs), its content
+    key and its weights identity. Frozen and picklable (it crosses to Ray workers); the driver keeps the store."""
+    cell: Cell
+    key: str
+    weights_id: str
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a worker engine needs from the suite beyond its cells: device, cache folder, kept samples, timing
+    options (the suite's `timing` section as a dict), progress bars, and the --include modules it imports."""
+    device: str
+    cache_dir: str
+    keep_samples: int = 8
+    timing: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    includes: tuple[str, ...] = ()

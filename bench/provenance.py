@@ -115,11 +115,14 @@ def _write_cache(cache: dict) -> None:
     write_json_cache(_HASH_CACHE, cache)
 
 
-def weights_id(adapter: Any, spec) -> str:
-    """What identifies a model's weights in cell keys: the adapter's own answer, a local path's content hash,
-    or the given string (a hub id, which should carry a revision to be reproducible)."""
-    if hasattr(adapter, "weights_id"):
-        return adapter.weights_id(spec)
+def default_weights_id(spec) -> str:
+    """A model's weights identity when its adapter has no better one: a local path's content hash, or the given
+    string (a hub id, which should carry a revision to be reproducible)."""
     if spec.weights and Path(spec.weights).exists():
         return "sha256:" + sha256_path(spec.weights)
     return f"ref:{spec.weights}"
+
+
+def weights_id(adapter: Any, spec) -> str:
+    """What identifies a model's weights in cell keys: the adapter's answer (`Generator.weights_id`)."""
+    return adapter.weights_id(spec)

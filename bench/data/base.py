@@ -1,31 +1,105 @@
-"""The Dataset protocol (a labelled reference set) and sample plans over it."""
+"""The `Dataset` base class (a labelled reference set), its `DatasetCard`, and sample plans over it."""
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
 
 import torch
+from pydantic import BaseModel
 
 from bench import noise
 from bench.cell import SamplePlan
+from bench.options import NoOptions, OptionsError, StrictOptions, parse, validated
+
+__all__ = ["Dataset", "DatasetCard", "DatasetError", "StrictOptions", "plan_labels", "prompts_for"]
 
 
-@runtime_checkable
-class Dataset(Protocol):
+@dataclass(frozen=True)
+class DatasetCard:
+    """What is known about a dataset before it is opened: where it conventionally lives, what it should hold,
+    its licence and how to get it. Cards feed `bench data verify`, `bench validate` sizes, error messages and
+    the report; a source's conventional folder is named here and nowhere else."""
+    name: str
+    title: str = ""
+    folder: str | None = None         # under $STEPBENCH_DATA; None: not file-backed (procedural, hub)
+    images: int | None = None         # expected reference images (None: depends on options or the copy)
+    classes: int | None = None
+    licence: str = ""
+    homepage: str = ""
+    get: str = ""                     # what to download and how to lay it out (used in "not found" errors)
+    manifest: str | None = None       # datasets/<manifest>.sha256 for `bench data verify`
+
+
+class Dataset(ABC):
+    """Base class of every dataset source: a labelled reference set, opened as ``cls(name, **options)`` with
+    options validated against ``cls.Options`` (unknown keys and bad values refused at ``bench validate``).
+
+    ``cards`` maps each registry name the class serves to its `DatasetCard` (one class may serve several names,
+    like the mini world's three sets); ``card(name)`` returns it.
+    """
+
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    cards: ClassVar[dict[str, DatasetCard]] = {}
+
     name: str
     class_names: list[str]
     prompt_template: str
 
+    @classmethod
+    def validate_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
+        """Options with defaults filled in (raises `bench.options.OptionsError` naming every bad key)."""
+        return validated(cls.Options, options)
+
+    @classmethod
+    def open_options(cls, name: str, options: dict[str, Any] | None) -> BaseModel:
+        """The typed options a constructor works from: ``cls(name, **options)`` calls this first, so a bad
+        option is the same error at run time as at ``bench validate``, as one `DatasetError`
+        ``dataset {name!r}: options.<key>: ...`` (every problem, ``; `` apart)."""
+        try:
+            return parse(cls.Options, options)
+        except OptionsError as e:
+            raise DatasetError(f"dataset {name!r}: " + "; ".join(f"options.{k}: {m}" if k else m
+                                                                 for k, m in e.problems)) from None
+
+    @classmethod
+    def card(cls, name: str) -> DatasetCard | None:
+        return cls.cards.get(name)
+
+    @classmethod
+    def planned_size(cls, name: str, options: dict[str, Any]) -> int | None:
+        """Reference images the set will have with these (validated) options, known without opening it
+        (None: only the copy on disk can tell). Default: the card's expected count."""
+        card = cls.card(name)
+        return card.images if card else None
+
+    @abstractmethod
     def __len__(self) -> int: ...
 
+    @abstractmethod
     def fingerprint(self) -> str:
         """Content hash of the reference set and its preprocessing: part of every cell and cache key."""
 
+    @abstractmethod
     def labels(self) -> torch.Tensor:
         """Reference labels (int64) in dataset order."""
 
+    @abstractmethod
     def reference_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 NHWC images, int64 labels) of the whole reference set, in order, streamed."""
+
+    # -- optional hooks, with their defaults ----------------------------------------------------------------
+    has_holdout: ClassVar[bool] = False
+
+    def holdout(self, labels: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Real images disjoint from the reference set (for real-vs-real rows); only where ``has_holdout``."""
+        raise DatasetError(f"dataset {self.name!r} has no holdout set for real-vs-real rows")
+
+    def provenance(self) -> dict[str, Any]:
+        """What a cell's provenance records about the set beyond its fingerprint (decode failures, unmapped
+        folders, ...)."""
+        return {}
 
 
 class DatasetError(ValueError):

@@ -1,4 +1,4 @@
-"""The Metric / Accumulator protocols and the per-sample accumulator every metric here streams into.
+"""The `Metric` base class, the Accumulator protocol and the per-sample accumulator every metric here streams into.
 
 Accumulators are mergeable: shards of a cell combine exactly. Each keeps per-sample rows (features or scores)
 tagged with their sample ids; ``result()`` orders rows by sample id before any statistic, so the numbers do
@@ -12,34 +12,82 @@ batches of exactly one shape: `fixed_shape_forward` pads the last chunk, and `Pe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
+from pydantic import BaseModel
+
+from bench.options import NoOptions, OptionsError, StrictOptions, parse, validated
+from bench.outputs import Output, companion
+from bench.outputs import find as find_output
+
+__all__ = ["Accumulator", "Metric", "MetricError", "Output", "StrictOptions", "companion", "fixed_shape_forward",
+           "PerSampleAccumulator"]
 
 
 class Accumulator(Protocol):
+    """What a metric streams images into. ``state()`` / ``add_state()`` carry a shard's rows to the driver, where
+    they merge exactly (rows are ordered by sample id before any statistic)."""
+
     def update(self, images: torch.Tensor, labels: torch.Tensor, prompts: list[str],
                sample_ids: torch.Tensor) -> None: ...
 
-    def merge(self, other: "Accumulator") -> "Accumulator": ...
+    def state(self) -> dict[str, Any]: ...
+
+    def add_state(self, state: dict[str, Any]) -> None: ...
 
     def result(self) -> dict[str, float]: ...
 
 
-class Metric(Protocol):
-    name: str
-    version: str
-    outputs: dict[str, bool]         # output value name -> higher is better
+class Metric(ABC):
+    """Base class of every metric. Class attributes:
 
-    def __init__(self, options: dict[str, Any], device: torch.device, cache_dir: Path): ...
+    - ``name`` (the registry name), ``version`` (code version: in every cell key);
+    - ``Options``: a `bench.options.StrictOptions` model (unknown keys and wrong types refused at validate);
+    - ``outputs``: the `bench.outputs.Output` of every value ``result()`` can return, declared once here and
+      stored beside each value, so reports read names, directions, labels and units from the store.
+
+    ``__init__`` receives options already validated (defaults filled in) as ``self.opt`` (a dict) and
+    ``self.options`` (the typed object).
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    outputs: ClassVar[tuple[Output, ...]] = ()
+
+    def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
+        try:
+            self.options = parse(self.Options, options)
+        except OptionsError as e:
+            raise MetricError(f"{self.name}: {e}") from None
+        self.opt: dict[str, Any] = self.options.model_dump(mode="python")
+        self.device, self.cache_dir = device, Path(cache_dir)
+
+    @classmethod
+    def validate_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
+        """Options with defaults filled in (raises `bench.options.OptionsError` naming every bad key)."""
+        return validated(cls.Options, options)
+
+    @classmethod
+    def output(cls, value_name: str) -> Output:
+        """The declared output of a value name; a value a metric did not declare is a bug in that metric."""
+        out = find_output(cls.outputs, value_name)
+        if out is None:
+            raise MetricError(f"metric {cls.name!r} returned {value_name!r}, which its outputs do not declare")
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Implementation and options, stored with every row (extractor, weights hash, clamp, splits, ...)."""
+        return {"code": self.version, **self.opt}
 
     def version_key(self) -> str:
         """Everything about this metric that changes its numbers, for cell keys (code version + weights hash)."""
+        return self.version
 
+    @abstractmethod
     def accumulator(self, dataset) -> Accumulator: ...
 
 

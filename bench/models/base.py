@@ -1,50 +1,91 @@
-"""The Generator protocol every model adapter implements, and the settings it receives."""
+"""The `Generator` base class every model adapter derives from, and the settings it receives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
+from bench.cell import ModelSpec, SamplerSettings
+from bench.options import NoOptions, StrictOptions, parse, validated
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a suite says about one model: its id, adapter name, weights location and adapter options."""
-    id: str
-    adapter: str
-    weights: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Generator", "ModelSpec", "SamplerSettings", "StrictOptions", "NonFiniteImages", "to_uint8_nhwc", "frozen"]
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How one cell samples: step count (the paper's N intervals), guidance scale, solver, seed, extras."""
-    steps: int
-    cfg: float
-    solver: str | None = None
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
+class Generator(ABC):
+    """Base class of every model adapter. The four abstract methods are the contract; every optional hook is
+    declared here with its default, so the runner never probes an adapter with ``hasattr``.
 
+    Class attributes an adapter sets:
+    - ``family``, ``version``: the adapter's family ("flow", "meanflow", ...) and code version (in every cell key);
+    - ``Options``: a `bench.options.StrictOptions` model of the adapter's options (unknown keys and wrong types
+      are refused at ``bench validate``; the cell key uses the validated options with defaults filled in);
+    - ``solvers``: the solver names the ``solver`` axis accepts (None: the adapter takes no solver axis check);
+    - ``sweeps``: False for adapters without steps / cfg axes (pre-generated samples, real images);
+    - ``guidance``: one line saying what the suite's ``cfg`` means for this family (shown by ``bench validate``);
+    - ``cfg_ignored``: True when the cfg axis has no effect (guidance distilled into the weights).
+    """
 
-@runtime_checkable
-class Generator(Protocol):
-    family: str            # "flow", "meanflow", "diffusers", "samples", ...
-    version: str           # adapter code version: part of every cell key
+    family: ClassVar[str] = ""
+    version: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    solvers: ClassVar[tuple[str, ...] | None] = None
+    sweeps: ClassVar[bool] = True
+    guidance: ClassVar[str] = ""
+    cfg_ignored: ClassVar[bool] = False
 
+    # -- options ------------------------------------------------------------------------------------------------
+    @classmethod
+    def validate_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
+        """Options checked against ``cls.Options`` with defaults filled in (raises `bench.options.OptionsError`
+        naming every bad key). Idempotent: what a cell stores validates to itself."""
+        return validated(cls.Options, options)
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any] | None) -> BaseModel:
+        """The typed ``Options`` object for ``options`` (raises `bench.options.OptionsError`)."""
+        return parse(cls.Options, options)
+
+    # -- the contract ---------------------------------------------------------------------------------------
+    @abstractmethod
     def load(self, spec: ModelSpec, device: torch.device) -> None:
         """Load weights (safetensors or weights_only=True; never pickle) onto ``device``."""
 
-    def nfe_per_image(self, s: SamplerSettings) -> int:
-        """Declared network evaluations per image; timing.py counts the real number."""
+    @abstractmethod
+    def nfe_per_image(self, s: SamplerSettings) -> float:
+        """Declared network evaluations per image (NaN when only counting can tell); timing.py counts the real
+        number."""
 
+    @abstractmethod
     def networks(self) -> list[nn.Module]:
         """Modules whose one forward call over a batch of B rows is B network evaluations (hooked for NFE)."""
 
+    @abstractmethod
     def generate(self, labels: torch.Tensor, sample_ids: torch.Tensor, s: SamplerSettings) -> torch.Tensor:
         """uint8 NHWC images, one per label. All randomness for row k comes from
         ``bench.noise`` seeded with (s.seed, sample_ids[k])."""
+
+    # -- optional hooks, with their defaults ----------------------------------------------------------------
+    def weights_id(self, spec: ModelSpec) -> str:
+        """What identifies the weights in cell keys: by default a local path's content hash, else the reference
+        as given (a hub id, which should carry a revision to be reproducible)."""
+        from bench.provenance import default_weights_id
+        return default_weights_id(spec)
+
+    def bind_dataset(self, dataset) -> None:
+        """Called with the cell's dataset before its plan is made (adapters that draw from it, like ``real``)."""
+        return None
+
+    def plan(self, labels: torch.Tensor, sample_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cell's (labels, sample ids) after the adapter's say (``samples`` uses its own labels)."""
+        return labels, sample_ids
+
+    def describe(self) -> dict[str, Any]:
+        """Resolved details stored in every cell's provenance (pipeline, scheduler, resize filter, ...)."""
+        return {}
 
 
 class NonFiniteImages(ValueError):
