@@ -203,8 +203,8 @@ def torch_value(flax_path: str, value: np.ndarray) -> torch.Tensor:
 def infer_meanflow_arch(sd: dict[str, torch.Tensor], input_size: int = 32):
     """MeanFlow DiTConfig from converted weights: width and patch from the patch conv, depth from the blocks,
     heads from the reference's size table (B: 12, M/L/XL: 16)."""
-    from bench.models import dit
-    from bench.models.meanflow import MF_SHAPES
+    from bench.nets import dit
+    from bench.nets.meanflow import MF_SHAPES
     w = sd.get("x_embedder.proj.weight")
     if w is None or w.ndim != 4:
         raise ValueError("converted weights have no x_embedder.proj.weight (not a MeanFlow DiT checkpoint?)")
@@ -223,7 +223,9 @@ def infer_meanflow_arch(sd: dict[str, torch.Tensor], input_size: int = 32):
 def convert_meanflow_params(params: dict[str, np.ndarray], arch: str | None = None,
                             input_size: int = 32) -> tuple[dict[str, torch.Tensor], Any]:
     """Flat Flax network params -> (our state dict, DiTConfig), checked name for name against MeanFlowDiT."""
-    from bench.models.meanflow import MF_SHAPES, MeanFlowDiT, check_fits, config_from_option
+    from bench.models.checkpoint import check_fits
+    from bench.nets.dit import config_from_option, sincos_pos_embed_2d
+    from bench.nets.meanflow import MF_SHAPES, MeanFlowDiT
     sd: dict[str, torch.Tensor] = {}
     for path, value in params.items():
         name = torch_name(path)
@@ -236,7 +238,6 @@ def convert_meanflow_params(params: dict[str, np.ndarray], arch: str | None = No
         cfg = infer_meanflow_arch(sd, input_size)
     with torch.device("meta"):
         ref = MeanFlowDiT(cfg).state_dict()
-    from bench.models.dit import sincos_pos_embed_2d
     sd["pos_embed"] = sincos_pos_embed_2d(cfg.hidden_size, cfg.input_size // cfg.patch_size)[None]
     check_fits(ref, sd, "bench convert: converted weights")
     return sd, cfg

@@ -14,6 +14,7 @@ import bench  # noqa: E402
 import bench.hub  # noqa: E402
 from bench.models.base import ModelSpec, SamplerSettings  # noqa: E402
 from bench.models.diffusers_pipe import DiffusersError, DiffusersPipeline, Flux1Dev, SD35Large  # noqa: E402
+from bench.options import OptionsError  # noqa: E402
 from bench.runner import Runner  # noqa: E402
 from bench.suite import Suite  # noqa: E402
 
@@ -264,10 +265,12 @@ def test_memory_and_precision_options(pipes):
     assert gen.nfe_per_image(s) == 2 * (2 * 2 - 1)
     img = gen.generate(torch.tensor([0]), torch.tensor([0]), s)       # check_nfe verifies the Heun count too
     assert tuple(img.shape) == (1, 32, 32, 3)
-    with pytest.raises(DiffusersError, match="options.vae_tilling: unknown option .*vae_tiling"):
-        DiffusersPipeline.check_options({"vae_tilling": True})
-    with pytest.raises(DiffusersError, match="options.call_kwargs.num_inference_steps"):
-        DiffusersPipeline.check_options({"call_kwargs": {"num_inference_steps": 3}})
+    with pytest.raises(OptionsError, match="^vae_tilling: unknown option .*vae_tiling"):
+        DiffusersPipeline.validate_options({"vae_tilling": True})
+    with pytest.raises(OptionsError, match="^call_kwargs: 'num_inference_steps' is set by the adapter"):
+        DiffusersPipeline.validate_options({"call_kwargs": {"num_inference_steps": 3}})
+    with pytest.raises(OptionsError, match="^vae_tilling: unknown option"):
+        _sd3_gen(pipes["sd3"], vae_tilling=True)                      # load() parses its options too
     with pytest.raises(DiffusersError, match="options.cpu_offload"):
         _sd3_gen(pipes["sd3"], cpu_offload="model")
     with pytest.raises(DiffusersError, match="options.attention_backend: unknown backend 'nope'"):
@@ -283,13 +286,14 @@ def test_missing_preset_weights_say_how_to_get_them(monkeypatch):
 
 
 def test_presets_match_the_paper():
-    sd, fx = SD35Large.options({}), Flux1Dev.options({})
+    sd, fx = SD35Large.validate_options({}), Flux1Dev.validate_options({})
     for o in (sd, fx):
         assert (o["resolution"], o["dtype"], o["eval_size"], o["resize"]) == ([1024, 1024], "bfloat16", 256, "lanczos")
         assert o["prompt"] == "a photo of a {class_name}" and o["scheduler"] == "FlowMatchEulerDiscreteScheduler"
     assert SD35Large()._weights_ref(ModelSpec("a", "sd3.5-large")) == "stabilityai/stable-diffusion-3.5-large"
     assert Flux1Dev()._weights_ref(ModelSpec("a", "flux.1-dev")) == "black-forest-labs/FLUX.1-dev"
-    assert Flux1Dev.options({"resolution": [512, 768]})["resolution"] == [512, 768]
+    assert Flux1Dev.validate_options({"resolution": [512, 768]})["resolution"] == [512, 768]
+    assert DiffusersPipeline.validate_options({})["resolution"] is None            # the presets' defaults are theirs
 
 
 def test_nfe_is_declared_before_loading_for_bench_validate():

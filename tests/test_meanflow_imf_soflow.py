@@ -18,12 +18,17 @@ import torch
 
 from bench import convert
 from bench.cli import main
-from bench.models import dit
 from bench.models.base import ModelSpec, SamplerSettings
-from bench.models.imf import IMF, IMFConfig, IMFNet
+from bench.models.imf import IMF
 from bench.models.latent import LatentDecoder
-from bench.models.meanflow import MF_SHAPES, MeanFlow, MeanFlowDiT, config_from_option
-from bench.models.soflow import SOFLOW_SHAPES, SoFlow, SoFlowNet
+from bench.models.meanflow import MeanFlow
+from bench.models.soflow import SoFlow
+from bench.nets import dit
+from bench.nets.dit import config_from_option
+from bench.nets.imf import IMFConfig, IMFNet
+from bench.nets.meanflow import MF_SHAPES, MeanFlowDiT
+from bench.nets.soflow import SOFLOW_SHAPES, SoFlowNet
+from bench.options import OptionsError
 from bench.timing import NFECounter
 
 torch.set_num_threads(1)
@@ -146,20 +151,19 @@ def test_imf_guidance_scale_and_interval_are_network_inputs(gens):
     w1 = g.sample_latents(labels, ids, SamplerSettings(steps=1, cfg=1.0))
     w6 = g.sample_latents(labels, ids, SamplerSettings(steps=1, cfg=6.0))
     assert (w1 - w6).abs().max() > 1e-3
-    g.options = {"interval": [0.1, 0.9]}
+    g.opts = IMF.parse_options({"interval": [0.1, 0.9]})
     try:
         other_interval = g.sample_latents(labels, ids, SamplerSettings(steps=1, cfg=6.0))
     finally:
-        g.options = {}
+        g.opts = IMF.parse_options({})
     assert (other_interval - w6).abs().max() > 1e-5            # a real input (an unused one would give exactly 0)
     with pytest.raises(ValueError, match="must be > 0"):
         g.nfe_per_image(SamplerSettings(steps=1, cfg=0.0))
-    g.options = {"interval": [0.7, 0.2]}
-    try:
-        with pytest.raises(ValueError, match="interval"):
-            g.sample_latents(labels, ids, SamplerSettings(steps=1, cfg=6.0))
-    finally:
-        g.options = {}
+    with pytest.raises(OptionsError, match="interval: must be .* 0 <= t_min <= t_max <= 1"):
+        IMF.validate_options({"interval": [0.7, 0.2]})
+    with pytest.raises(OptionsError, match="interval"):
+        IMF.validate_options({"interval": [0.1, 0.5, 0.9]})
+    assert IMF.parse_options({"interval": [0.5, 0.5]}).interval == [0.5, 0.5]     # a point is allowed
 
 
 def test_soflow_declares_and_honours_its_ignored_cfg_axis(gens):
@@ -192,10 +196,50 @@ def test_bad_settings_and_options_are_clear_errors(gens):
         g.nfe_per_image(SamplerSettings(steps=1, cfg=1.0, solver="heun"))
     with pytest.raises(ValueError, match="labels must be in 0..9"):
         g.sample_latents(torch.tensor([10]), torch.tensor([0]), SamplerSettings(steps=1, cfg=1.0))
-    with pytest.raises(ValueError, match="unknown model option 'vea'.*'vae'"):
-        MeanFlow().check_options({"vea": "ft-mse"})
+    with pytest.raises(OptionsError, match="vea: unknown option.*'vae'"):
+        MeanFlow.validate_options({"vea": "ft-mse"})
     with pytest.raises(ValueError, match="unknown size 'Q/2'"):
         config_from_option("Q/2", MF_SHAPES, "MeanFlow arch")
+
+
+# ------------------------------------------------------------------------------------------ typed options
+DEFAULTS = {"vae": "ft-mse", "vae_batch_size": 64, "arch": None}
+
+
+@pytest.mark.parametrize("cls,defaults", [(MeanFlow, DEFAULTS), (IMF, {**DEFAULTS, "interval": [0.40, 0.65]}),
+                                          (SoFlow, DEFAULTS)], ids=["meanflow", "imf", "soflow"])
+def test_options_are_typed_with_defaults_and_did_you_mean(cls, defaults):
+    assert cls.validate_options({}) == cls.validate_options(defaults) == defaults
+    with pytest.raises(OptionsError) as e:
+        cls.validate_options({"vae_batchsize": 8})
+    assert e.value.problems == [("vae_batchsize", "unknown option (did you mean 'vae_batch_size'?)")]
+    with pytest.raises(OptionsError) as e:
+        cls.validate_options({"vae_batch_size": "8"})                  # strict: a string is not an int
+    assert [k for k, _ in e.value.problems] == ["vae_batch_size"]
+    with pytest.raises(OptionsError) as e:
+        cls.validate_options({"vae_batch_size": 0})
+    assert [k for k, _ in e.value.problems] == ["vae_batch_size"]
+
+
+@pytest.mark.parametrize("cls,tiny", [(MeanFlow, TINY_DIT), (IMF, TINY_IMF), (SoFlow, TINY_DIT)],
+                         ids=["meanflow", "imf", "soflow"])
+def test_arch_option_is_checked_at_validation_and_filled_in(cls, tiny):
+    full = cls.validate_options({"arch": tiny})["arch"]
+    assert full.items() >= tiny.items() and len(full) > len(tiny)           # the config's defaults filled in
+    assert cls.validate_options({"arch": full})["arch"] == full             # idempotent
+    net = cls().build(full)
+    assert net.config == cls().build(tiny).config
+    with pytest.raises(OptionsError) as e:
+        cls.validate_options({"arch": {**tiny, "hiden_size": 32}})
+    [(key, msg)] = e.value.problems
+    assert key == "arch" and "hiden_size: unknown option (did you mean 'hidden_size'?)" in msg
+    with pytest.raises(OptionsError) as e:
+        cls.validate_options({"arch": "Q/2"})                               # unknown size: refused before loading
+    assert [k for k, _ in e.value.problems] == ["arch"] and "unknown size 'Q/2'" in str(e.value)
+    with pytest.raises(OptionsError) as e:
+        cls.validate_options({"arch": {**tiny, "depth": "2"}})
+    assert [k for k, _ in e.value.problems] == ["arch"] and "depth" in str(e.value)
+    assert cls.validate_options({"arch": "XL/2"})["arch"] == "XL/2"
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from bench.models.base import ModelSpec, SamplerSettings
-from bench.models.rae import RAE, RAEEncoder, time_grid
-from bench.models.rae_nets import DECODER_XL, DITDH_S, DITDH_XL, DecoderConfig, DiTDH, DiTDHConfig, RAEDecoder
+from bench.models.rae import FILES, RAE, RAEEncoder, time_grid
+from bench.nets.rae import DECODER_XL, DITDH_S, DITDH_XL, DecoderConfig, DiTDH, DiTDHConfig, RAEDecoder
+from bench.options import OptionsError
 from bench.timing import NFECounter
 
 KEYS = Path(__file__).parent / "fixtures" / "keys"
@@ -172,6 +173,33 @@ def test_load_errors_name_the_problem(tmp_path, nets):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         RAE().load(ModelSpec(id="r", adapter="rae", weights=str(tmp_path),
                              options={"stage2_arch": S2, "decoder_arch": DEC, "stats": "missing.pt"}), "cpu")
+
+
+RAE_DEFAULTS = {**FILES, "guidance": "cfg", "guidance_interval": [0.0, 1.0], "stage2_arch": None,
+                "decoder_arch": None, "guide_arch": None, "decode_batch": 64}
+
+
+def test_options_are_typed_with_defaults_and_did_you_mean():
+    assert RAE.validate_options({}) == RAE.validate_options(RAE_DEFAULTS) == RAE_DEFAULTS
+    assert FILES["stage2"].endswith("DiTDH-XL/stage2_model.pt")       # the released file names, spelt out
+    with pytest.raises(OptionsError) as e:
+        RAE.validate_options({"guidence": "cfg"})
+    assert e.value.problems == [("guidence", "unknown option (did you mean 'guidance'?)")]
+    for key, bad in [("decode_batch", "64"), ("guidance", "autoguide"), ("guidance_interval", [0.8, 0.2]),
+                     ("guidance_interval", [-0.1, 0.5]), ("stage2", ""), ("stats", 3), ("decode_batch", 0)]:
+        with pytest.raises(OptionsError) as e:
+            RAE.validate_options({key: bad})
+        assert [k for k, _ in e.value.problems] == [key], (key, e.value.problems)
+    full = RAE.validate_options({"stage2_arch": S2})["stage2_arch"]
+    assert full.items() >= S2.items() and full["mlp_ratio"] == 4.0          # filled in, and idempotent:
+    assert RAE.validate_options({"stage2_arch": full})["stage2_arch"] == full
+    for key, bad in [("stage2_arch", {**S2, "hiden_size": 32}), ("guide_arch", {**GUIDE, "depth": [1, 1, 1]}),
+                     ("decoder_arch", {**DEC, "grid": "8"}), ("decoder_arch", "XL")]:
+        with pytest.raises(OptionsError) as e:
+            RAE.validate_options({key: bad})
+        assert [k for k, _ in e.value.problems][:1] == [key], (key, e.value.problems)
+    with pytest.raises(OptionsError, match="did you mean 'hidden_size'"):
+        RAE.validate_options({"stage2_arch": {**S2, "hiden_size": 32}})
 
 
 def test_encoder_gives_normalised_latents():

@@ -31,9 +31,12 @@ class DieOnce(ToyFlow):
     """Kills its own worker process the first time it generates sample 0 (a marker file makes it once only)."""
     version = "toy-1"          # the same network and version as `toy`: the same images and values
 
+    class Options(ToyFlow.Options):
+        marker: str
+
     def load(self, spec, device):
         super().load(spec, device)
-        self.marker = Path(spec.options["marker"])
+        self.marker = Path(self.opts.marker)
 
     def weights_id(self, spec):
         return "toy-init:0"

@@ -4,6 +4,7 @@ Each bad cell is recorded failed with a clear reason and the sweep finishes (exi
 to smaller sub-batches and the cell completes with the same values an unconstrained run gives."""
 
 import json
+from typing import Literal
 
 import pytest
 import torch
@@ -21,9 +22,12 @@ class Faulty(ToyFlow):
     (so the fault really is mid-cell: the first batch already went into the accumulators)."""
     version = "faulty-1"
 
+    class Options(ToyFlow.Options):
+        fault: Literal["raise", "nan", "inf", "channels", "size", "rows", "list"] | None = None
+
     def load(self, spec, device):
         super().load(spec, device)
-        self.fault, self.calls = spec.options.get("fault"), 0
+        self.fault, self.calls = self.opts.fault, 0
 
     def generate(self, labels, sample_ids, s):
         self.calls += 1
@@ -52,9 +56,12 @@ class OOMAbove(ToyFlow):
     (so a naive retry would over-count NFE)."""
     version = "oom-1"
 
+    class Options(ToyFlow.Options):
+        max_rows: int
+
     def load(self, spec, device):
         super().load(spec, device)
-        self.max_rows = int(spec.options["max_rows"])
+        self.max_rows = self.opts.max_rows
 
     def generate(self, labels, sample_ids, s):
         if len(labels) > self.max_rows:

@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench.models.base import ModelSpec, SamplerSettings
-from bench.models.rae_nets import DecoderConfig, RAEDecoder
-from bench.models.scale_rae import SIGLIP2_DECODER_XL, ScaleRAE, chat_prompt, step_pairs, used_steps
-from bench.models.scale_rae_nets import HEAD_2_4B, W_SEED, HeadConfig, ScaleRAEHead
+from bench.models.scale_rae import DECODER, SIGLIP2_DECODER_XL, ScaleRAE, chat_prompt, step_pairs, used_steps
+from bench.nets.rae import DecoderConfig, RAEDecoder
+from bench.nets.scale_rae import HEAD_2_4B, W_SEED, HeadConfig, ScaleRAEHead
+from bench.options import OptionsError
 from bench.timing import NFECounter
 
 KEYS = Path(__file__).parent / "fixtures" / "keys"
@@ -187,12 +188,32 @@ def test_no_image_token_and_bad_settings_are_clear_errors(parts):
         gen.nfe_per_image(SamplerSettings(steps=1, cfg=1.0))
     with pytest.raises(ValueError, match="label 7 outside"):
         _gen(parts).generate(torch.tensor([7]), torch.tensor([0]), SamplerSettings(steps=3, cfg=1.0))
-    with pytest.raises(ValueError, match="option 'prompt' must contain"):
-        ScaleRAE().check_options({"prompt": "a photo"})
-    with pytest.raises(ValueError, match="unknown option"):
-        ScaleRAE().check_options({"guidance_scale": 2})
+    with pytest.raises(OptionsError, match="prompt: must contain"):
+        ScaleRAE.validate_options({"prompt": "a photo"})
+    with pytest.raises(OptionsError, match="unknown option"):
+        ScaleRAE.validate_options({"guidance_scale": 2})
     with pytest.raises(ValueError, match="latent_queries have shape"):
         ScaleRAE().build(llm, _tokenizer(), queries[:3], proj, head, dec)
+
+
+SRAE_DEFAULTS = {"decoder": DECODER, "tokenizer": None, "prompt": "Can you generate a photo of a {class_name}?",
+                 "dtype": "bfloat16", "cfg_interval": [-1e4, 1e4], "max_new_tokens": 512, "head_arch": None,
+                 "decoder_arch": None}
+
+
+def test_options_are_typed_with_defaults_and_did_you_mean():
+    assert ScaleRAE.validate_options({}) == ScaleRAE.validate_options(SRAE_DEFAULTS) == SRAE_DEFAULTS
+    with pytest.raises(OptionsError) as e:
+        ScaleRAE.validate_options({"max_new_token": 8})
+    assert e.value.problems == [("max_new_token", "unknown option (did you mean 'max_new_tokens'?)")]
+    for key, bad in [("max_new_tokens", "8"), ("max_new_tokens", 0), ("dtype", "bf16"), ("cfg_interval", [1, 1]),
+                     ("cfg_interval", 0.5), ("prompt", 3), ("tokenizer", 3), ("head_arch", {**HEAD, "depht": 2}),
+                     ("decoder_arch", {**DEC, "grid": 4.0})]:
+        with pytest.raises(OptionsError) as e:
+            ScaleRAE.validate_options({key: bad})
+        assert [k for k, _ in e.value.problems][:1] == [key], (key, e.value.problems)
+    full = ScaleRAE.validate_options({"head_arch": HEAD})["head_arch"]
+    assert full == {**HEAD, "mlp_ratio": 4.0} and ScaleRAE.validate_options({"head_arch": full})["head_arch"] == full
 
 
 def _save(tmp_path: Path, parts, base_dim: int | None = None) -> dict:

@@ -11,8 +11,9 @@ import torch
 
 from bench import noise, registry
 from bench.models.base import ModelSpec, SamplerSettings
-from bench.models.dit import DiT, DiTConfig, sincos_pos_embed_2d
 from bench.models.sit import INIT_STREAM, SiT
+from bench.nets.dit import DiT, DiTConfig, sincos_pos_embed_2d
+from bench.options import OptionsError
 from bench.timing import NFECounter
 
 FIXTURE = Path(__file__).parent / "fixtures" / "keys" / "sit-xl-2-256.json"
@@ -173,10 +174,32 @@ def test_bad_settings_and_options_fail_clearly():
         sit.nfe_per_image(settings(steps=1, solver="sde"))
     with pytest.raises(ValueError, match="labels must be in 0..9"):
         sit.sample_latents(torch.tensor([10]), torch.tensor([0]), settings())
-    with pytest.raises(ValueError, match="unknown option 'cfg_chanels'"):
+    with pytest.raises(OptionsError, match="cfg_chanels: unknown option .did you mean 'cfg_channels'"):
         tiny_sit(cfg_chanels=3)
-    with pytest.raises(ValueError, match="cfg_channels must be 3"):
+    with pytest.raises(OptionsError, match="cfg_channels: Input should be 3 or 'all'"):
         tiny_sit(cfg_channels=4)
+
+
+SIT_DEFAULTS = {"vae": "ft-mse", "vae_batch_size": 64, "cfg_channels": 3, "atol": 1e-6, "rtol": 1e-3,
+                "dopri5_per_sample": True, "sde_diffusion_norm": 1.0, "sde_last_step_size": 0.04, "num_heads": None,
+                "weights_file": "SiT-XL-2-256.pt"}
+
+
+def test_options_are_typed_with_defaults_and_did_you_mean():
+    assert SiT.validate_options({}) == SiT.validate_options(SIT_DEFAULTS) == SIT_DEFAULTS
+    with pytest.raises(OptionsError) as e:
+        SiT.validate_options({"sde_last_stepsize": 0.1})
+    assert e.value.problems == [("sde_last_stepsize", "unknown option (did you mean 'sde_last_step_size'?)")]
+    for key, bad in [("atol", "1e-6"), ("dopri5_per_sample", 1), ("num_heads", 4.0), ("cfg_channels", "3")]:
+        with pytest.raises(OptionsError) as e:
+            SiT.validate_options({key: bad})                       # strict types: no coercion
+        assert [k for k, _ in e.value.problems] == [key], (key, e.value.problems)
+    for key, bad in [("atol", 0.0), ("rtol", -1.0), ("sde_diffusion_norm", float("nan")), ("sde_last_step_size", 1.0),
+                     ("num_heads", 0), ("vae_batch_size", 0)]:
+        with pytest.raises(OptionsError) as e:
+            SiT.validate_options({key: bad})                       # values out of range
+        assert [k for k, _ in e.value.problems] == [key], (key, e.value.problems)
+    assert SiT.validate_options({"atol": 1, "cfg_channels": "all"})["atol"] == 1.0    # an int is a number
 
 
 def _tiny_vae(folder: Path) -> None:

@@ -19,63 +19,66 @@ A pipeline missing from this table is declared in the suite: ``options: {guidanc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-KINDS = ("true_cfg", "embedded", "none")
+from pydantic import Field, model_validator
+
+from bench.options import StrictOptions
+
+Kind = Literal["true_cfg", "embedded", "none"]
+KINDS: tuple[str, ...] = get_args(Kind)
+ArgName = Annotated[str, Field(min_length=1)]
 
 
-@dataclass(frozen=True)
-class Guidance:
-    kwarg: str | None = "guidance_scale"     # the __call__ argument the cfg axis sets (None for kind "none")
-    kind: str = "true_cfg"                   # true_cfg | embedded | none (see the module doc)
-    true_cfg_kwarg: str | None = None        # a separate true-CFG argument (FLUX: true_cfg_scale)
-    true_cfg_negative: bool = False          # that knob is only active with a negative prompt (FLUX)
+class Guidance(StrictOptions):
+    """One pipeline's guidance mapping; also the shape of the ``guidance`` model option (strict, unknown keys
+    refused). Invariant: ``kwarg`` is None exactly when ``kind`` is "none" (an omitted kwarg means
+    ``guidance_scale`` for the other kinds)."""
+    kwarg: ArgName | None = None                 # the __call__ argument the cfg axis sets (None for kind "none")
+    kind: Kind = "true_cfg"                      # see the module doc
+    true_cfg_kwarg: ArgName | None = None        # a separate true-CFG argument (FLUX: true_cfg_scale)
+    true_cfg_negative: bool = False              # that knob is only active with a negative prompt (FLUX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kwarg(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = dict(value)
+            if value.get("kind", "true_cfg") == "none":
+                value["kwarg"] = None             # the axis is not passed: whatever was named is dropped
+            else:
+                value.setdefault("kwarg", "guidance_scale")
+        return value
+
+    @model_validator(mode="after")
+    def _kwarg_named(self) -> "Guidance":
+        if self.kind != "none" and self.kwarg is None:
+            raise ValueError("kwarg: name the pipeline argument the cfg axis sets (e.g. guidance_scale)")
+        return self
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> "Guidance":
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping such as {{kwarg: guidance_scale, kind: true_cfg}}, "
-                             f"got {value!r}")
-        known = {"kwarg", "kind", "true_cfg_kwarg", "true_cfg_negative"}
-        extra = sorted(set(value) - known)
-        if extra:
-            raise ValueError(f"{where}.{extra[0]}: unknown key (known: {', '.join(sorted(known))})")
-        kind = value.get("kind", "true_cfg")
-        if kind not in KINDS:
-            raise ValueError(f"{where}.kind: expected one of {list(KINDS)}, got {kind!r}")
-        kwarg = value.get("kwarg", None if kind == "none" else "guidance_scale")
-        if kind != "none" and not (isinstance(kwarg, str) and kwarg):
-            raise ValueError(f"{where}.kwarg: the pipeline argument the cfg axis sets, got {kwarg!r}")
-        tk = value.get("true_cfg_kwarg")
-        if tk is not None and not (isinstance(tk, str) and tk):
-            raise ValueError(f"{where}.true_cfg_kwarg: expected an argument name, got {tk!r}")
-        neg = value.get("true_cfg_negative", False)
-        if not isinstance(neg, bool):
-            raise ValueError(f"{where}.true_cfg_negative: expected true or false, got {neg!r}")
-        return cls(kwarg=kwarg if kind != "none" else None, kind=kind, true_cfg_kwarg=tk, true_cfg_negative=neg)
+        return self.model_dump()
 
 
-_TRUE = Guidance("guidance_scale", "true_cfg")
+_TRUE = Guidance(kwarg="guidance_scale", kind="true_cfg")
 # keyed by pipeline class name (diffusers 0.42); each entry checked against the pipeline's __call__ source
 GUIDANCE: dict[str, Guidance] = {
     "StableDiffusion3Pipeline": _TRUE,                 # do_classifier_free_guidance = guidance_scale > 1
-    "FluxPipeline": Guidance("guidance_scale", "embedded", "true_cfg_scale", True),   # distilled guidance input
+    "FluxPipeline": Guidance(kwarg="guidance_scale", kind="embedded", true_cfg_kwarg="true_cfg_scale",
+                             true_cfg_negative=True),                               # distilled guidance input
     "StableDiffusionXLPipeline": _TRUE,                # > 1 (and no time_cond_proj_dim, i.e. not an LCM unet)
     "StableDiffusionPipeline": _TRUE,
     "PixArtAlphaPipeline": _TRUE,
     "PixArtSigmaPipeline": _TRUE,
     "SanaPipeline": _TRUE,
-    "SanaSprintPipeline": Guidance("guidance_scale", "embedded"),
+    "SanaSprintPipeline": Guidance(kwarg="guidance_scale", kind="embedded"),
 }
 
 PAPER_PROMPT = "a photo of a {class_name}"
 
 # The paper's SD3.5-Large and FLUX.1-dev: 1024 px, bf16, FlowMatch Euler, LANCZOS to 256, the CLIP-Score prompt.
-# Suite options override any of these.
+# "weights" is the adapter's default weights; every other entry is the default of that model option (the preset
+# adapters' Options models are built from these, see diffusers_options.preset_options); suite options override.
 PRESETS: dict[str, dict[str, Any]] = {
     "sd3.5-large": {
         "weights": "stabilityai/stable-diffusion-3.5-large", "pipeline": "StableDiffusion3Pipeline",

@@ -1,6 +1,6 @@
 """Adapters for the miniature world's three generators (bench/mini/): MiniSiT, MiniMeanFlow, MiniDistill.
 
-Conventions (see bench/mini/train_generators.py): images in [-1, 1], x_t = (1 - t) * x_data + t * noise,
+Conventions (see mini_training/generators.py): images in [-1, 1], x_t = (1 - t) * x_data + t * noise,
 t = 1 is noise; ``s.steps`` = N intervals on linspace(1, 0, N + 1); ``s.cfg`` = guidance scale w
 (w == 1: no guidance). Label 10 is the null class.
 
@@ -17,15 +17,16 @@ Randomness: only bench.noise.gaussian(s.seed, sample_ids, (3, 16, 16), stream=..
 the initial noise and "mini/renoise/<k>" for the k-th re-noising, so images depend only on (seed, sample id).
 Network forwards are batch-invariant on CPU (bench.mini.nets.MIN_ROWS), so images are bit-identical across
 batch sizes.
+
+The three adapters take no model options (an option given is an error naming it); ``weights`` is a manifest name
+of bench/mini/weights or a ``.safetensors`` file with its config beside it (default: the shipped weights).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file
@@ -34,7 +35,9 @@ from torch import nn
 from bench import noise
 from bench.mini import weights as mini_weights
 from bench.mini.nets import MiniUNet, make_config
-from bench.models.base import ModelSpec, SamplerSettings, to_uint8_nhwc
+from bench.models.base import Generator, ModelSpec, SamplerSettings, to_uint8_nhwc
+from bench.models.checkpoint import check_settings, class_inputs
+from bench.options import NoOptions
 
 NUM_CLASSES = 10
 NULL_LABEL = 10
@@ -46,13 +49,12 @@ def renoise_stream(k: int) -> str:
     return f"mini/renoise/{k}"
 
 
-class _MiniGenerator:
-    family = ""
-    version = ""
-    weights_name = ""            # shipped weights name in bench/mini/weights/manifest.json
-    second_time: str | None = None
-    solvers: tuple[str, ...] = ()
-    sweeps = True
+class _MiniGenerator(Generator):
+    """What the three mini adapters share: loading, weights identity, settings checks and the CFG forward."""
+    Options = NoOptions
+    weights_name: ClassVar[str] = ""            # shipped weights name in bench/mini/weights/manifest.json
+    second_time: ClassVar[str | None] = None    # the network's second input ("r", "w") or none
+    solvers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.net: MiniUNet | None = None
@@ -78,6 +80,7 @@ class _MiniGenerator:
         return mini_weights.load(spec.weights)     # a manifest name
 
     def load(self, spec: ModelSpec, device: torch.device) -> None:
+        self.parse_options(spec.options)          # none accepted: refuse any key instead of ignoring it
         sd, cfg = self._read(spec)
         net_cfg = {k: v for k, v in cfg.items() if k in make_config()}
         if net_cfg.get("second_time") != self.second_time:
@@ -109,14 +112,7 @@ class _MiniGenerator:
 
     # ------------------------------------------------------------------ settings
     def _check(self, s: SamplerSettings) -> None:
-        if isinstance(s.steps, bool) or not isinstance(s.steps, numbers.Integral) or s.steps < 1:
-            raise ValueError(f"{self.__class__.__name__}: steps must be an integer >= 1, got {s.steps!r}")
-        if isinstance(s.cfg, bool) or not isinstance(s.cfg, numbers.Real) or not math.isfinite(s.cfg) or s.cfg < 0:
-            raise ValueError(f"{self.__class__.__name__}: cfg must be a finite number >= 0 (1 = no guidance), "
-                             f"got {s.cfg!r}")
-        if s.solver is not None and s.solver not in self.solvers:
-            raise ValueError(f"{self.__class__.__name__}: unknown solver {s.solver!r}; expected one of "
-                             f"{list(self.solvers)} (or none for the default {self.solvers[0]!r})")
+        check_settings(self.__class__.__name__, s, self.solvers)
 
     @staticmethod
     def _guided(s: SamplerSettings) -> bool:
@@ -125,13 +121,8 @@ class _MiniGenerator:
     def _inputs(self, labels: torch.Tensor, sample_ids: torch.Tensor,
                 s: SamplerSettings) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(s)
-        labels = torch.as_tensor(labels).to(device=self.device, dtype=torch.long).reshape(-1)
-        sample_ids = torch.as_tensor(sample_ids).reshape(-1)
-        if labels.shape[0] != sample_ids.shape[0]:
-            raise ValueError(f"{len(labels)} labels but {len(sample_ids)} sample ids")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= NUM_CLASSES):
-            raise ValueError(f"labels must be in 0..{NUM_CLASSES - 1}")
-        x = noise.gaussian(s.seed, sample_ids.cpu(), SHAPE, stream=INIT_STREAM, device=self.device)
+        labels, ids = class_inputs(self.__class__.__name__, labels, sample_ids, NUM_CLASSES, self.device)
+        x = noise.gaussian(s.seed, ids, SHAPE, stream=INIT_STREAM, device=self.device)
         return labels, x
 
     def _cfg_forward(self, x: torch.Tensor, t: float, labels: torch.Tensor, w: float,

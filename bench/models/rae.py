@@ -40,17 +40,27 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from bench import noise
 from bench.hub import parse_hub, resolve_weights
-from bench.models.base import ModelSpec, SamplerSettings, frozen
-from bench.models.rae_nets import DECODER_XL, DITDH_S, DITDH_XL, DecoderConfig, DiTDH, DiTDHConfig, RAEDecoder
+from bench.models.base import Generator, ModelSpec, SamplerSettings, StrictOptions, frozen
+from bench.models.checkpoint import (
+    check_interval,
+    check_settings,
+    class_inputs,
+    config_option,
+    config_options,
+    interval_option,
+    load_strict,
+    read_checkpoint,
+)
+from bench.nets.rae import DECODER_XL, DITDH_S, DITDH_XL, DecoderConfig, DiTDH, DiTDHConfig, RAEDecoder
 from bench.provenance import sha256_path
 
 WEIGHTS = "nyu-visionx/RAE-collections"
@@ -69,49 +79,35 @@ SHIFT_BASE = 4096
 T_END = 1 - 1 / 1000
 INIT_STREAM = "rae/init"
 GUIDANCE = ("cfg", "autoguidance")
-OPTIONS = {"stage2", "decoder", "stats", "guide", "guidance", "guidance_interval", "stage2_arch", "decoder_arch",
-           "guide_arch", "decode_batch"}
+UNIT = (0.0, 1.0)
+
+_PAIR = int | list[int]        # [encoder, head] widths / depths / heads (one int: the same for both)
+DiTDHArch = config_option(config_options(DiTDHConfig, types={"hidden_size": _PAIR, "depth": _PAIR,
+                                                             "num_heads": _PAIR}),
+                          lambda d: DiTDHConfig.from_dict(d), names=False)
+DecoderArch = config_option(config_options(DecoderConfig), lambda d: DecoderConfig.from_dict(d), names=False)
+WeightsFile = Annotated[str, Field(min_length=1)]
+GuidanceInterval = interval_option(within=UNIT)
+
+
+class RAEOptions(StrictOptions):
+    """Weight files (relative to the weights root, absolute, or hf://...), guidance, test-size shapes."""
+    stage2: WeightsFile = FILES["stage2"]
+    decoder: WeightsFile = FILES["decoder"]
+    stats: WeightsFile = FILES["stats"]
+    guide: WeightsFile = FILES["guide"]
+    guidance: Literal["cfg", "autoguidance"] = "cfg"
+    guidance_interval: GuidanceInterval = [0.0, 1.0]
+    stage2_arch: DiTDHArch = None          # None: the released DiT^DH-XL
+    decoder_arch: DecoderArch = None       # None: the released ViT-XL decoder
+    guide_arch: DiTDHArch = None           # None: the released DiT^DH-S guide
+    decode_batch: Annotated[int, Field(ge=1)] = 64
 
 
 def time_grid(steps: int, shift: float) -> torch.Tensor:
     """The reference's shifted time points (steps + 1 of them), float32, from 1 down to shift(0.001)."""
     tau = 1 - torch.linspace(0, T_END, steps + 1)
     return shift * tau / (1 + (shift - 1) * tau)
-
-
-def read_state(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors or .pt (weights_only=True); a training checkpoint's "ema" entry if present."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:   # noqa: BLE001 - one message naming the file
-        raise ValueError(f"{what}: cannot read {path} as a weights-only torch checkpoint ({err})") from err
-    if isinstance(obj, dict) and "ema" in obj and isinstance(obj["ema"], dict):
-        obj = obj["ema"]
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{what}: {path} does not hold a state dict of tensors")
-    return obj
-
-
-def load_strict(net: nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str, allow_extra: bool = False) -> None:
-    sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
-    own = net.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    bad = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if missing or bad or (extra and not allow_extra):
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}")
-        if extra and not allow_extra:
-            parts.append(f"unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}")
-        if bad:
-            k = bad[0]
-            parts.append(f"shape of {k!r} is {tuple(sd[k].shape)}, expected {tuple(own[k].shape)}")
-        raise ValueError(f"{what}: {path} does not fit the network ({'; '.join(parts)})")
-    net.load_state_dict({k: sd[k] for k in own}, strict=True)
 
 
 class RAEEncoder:
@@ -147,12 +143,15 @@ class RAEEncoder:
         return (z - self.mean.to(z.device)) / torch.sqrt(self.var.to(z.device) + STAT_EPS)
 
 
-class RAE:
+class RAE(Generator):
     """RAE (DiT^DH-XL on DINOv2-B) class-conditional ImageNet 256 generator; see the module doc."""
     family = "flow"
     version = "rae-1"
+    Options = RAEOptions
     solvers = ("euler",)
-    sweeps = True
+    guidance = ("cfg = guidance scale w: true CFG with the null class (option guidance: cfg, the default) or "
+                "autoguidance by the DiT^DH-S guide (guidance: autoguidance), where guidance_interval holds t; "
+                "cfg 1 = none; 2 NFE per guided step")
 
     def __init__(self) -> None:
         self.stage2: DiTDH | None = None
@@ -160,21 +159,21 @@ class RAE:
         self.decoder: RAEDecoder | None = None
         self.mean = self.var = None
         self.device = torch.device("cpu")
-        self.guidance = "cfg"
-        self.interval = (0.0, 1.0)
+        self.method = "cfg"
+        self.interval = UNIT
         self.decode_batch = 64
         self.files: dict[str, Path] = {}
 
     # ------------------------------------------------------------------ building
     def build(self, stage2: DiTDH, decoder: RAEDecoder, mean: torch.Tensor, var: torch.Tensor,
               device: torch.device | str = "cpu", guide: DiTDH | None = None, guidance: str = "cfg",
-              guidance_interval=(0.0, 1.0), decode_batch: int = 64) -> "RAE":
+              guidance_interval=UNIT, decode_batch: int = 64) -> "RAE":
         """Use networks already in memory (tests, notebooks)."""
         if guidance not in GUIDANCE:
             raise ValueError(f"RAE: unknown guidance {guidance!r}; expected one of {list(GUIDANCE)}")
         if guidance == "autoguidance" and guide is None:
             raise ValueError("RAE: guidance 'autoguidance' needs a guide network (option 'guide')")
-        lo, hi = self._interval(guidance_interval)
+        lo, hi = check_interval(guidance_interval, "RAE: guidance_interval", within=UNIT)
         latent = (stage2.cfg.in_channels, stage2.cfg.input_size, stage2.cfg.input_size)
         if (decoder.cfg.latent_dim, decoder.cfg.grid, decoder.cfg.grid) != latent:
             raise ValueError(f"RAE: decoder takes {decoder.cfg.latent_dim} x {decoder.cfg.grid}^2 tokens, "
@@ -186,31 +185,15 @@ class RAE:
             raise ValueError(f"RAE: latent statistics of shape {tuple(torch.as_tensor(mean).shape)} do not "
                              f"broadcast to the latent shape {latent}") from err
         self.device = torch.device(device)
-        self.stage2 = self._prep(stage2)
-        self.guide = self._prep(guide) if guide is not None else None
-        self.decoder = self._prep(decoder)
+        self.stage2 = frozen(stage2, self.device)
+        self.guide = frozen(guide, self.device) if guide is not None else None
+        self.decoder = frozen(decoder, self.device)
         self.mean, self.var = mean.to(self.device), var.to(self.device)
-        self.guidance, self.interval, self.decode_batch = guidance, (lo, hi), int(decode_batch)
+        self.method, self.interval, self.decode_batch = guidance, (lo, hi), int(decode_batch)
         return self
 
-    def _prep(self, net: nn.Module) -> nn.Module:
-        return frozen(net, self.device)
-
-    @staticmethod
-    def _interval(v) -> tuple[float, float]:
-        try:
-            lo, hi = (float(x) for x in v)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"RAE: guidance_interval must be [t_min, t_max], got {v!r}") from err
-        if not (0.0 <= lo < hi <= 1.0):
-            raise ValueError(f"RAE: guidance_interval needs 0 <= t_min < t_max <= 1, got {v!r}")
-        return lo, hi
-
-    def _file(self, spec: ModelSpec, key: str) -> Path:
-        ref = spec.options.get(key, FILES[key])
-        if not isinstance(ref, str) or not ref:
-            raise ValueError(f"RAE: option {key!r} must be a file path or hub reference, got {ref!r}")
-        root = spec.weights or WEIGHTS
+    def _file(self, root: str | None, key: str, ref: str) -> Path:
+        root = root or WEIGHTS
         what = f"RAE {key} weights"
         if Path(ref).is_absolute() or ref.startswith(("hf://", "$")):
             return resolve_weights(ref, what=what)
@@ -221,41 +204,32 @@ class RAE:
             return resolve_weights(root, what=what)     # gives the one clear "not found" error
         return resolve_weights(f"hf://{root}/{ref}", what=what)
 
-    def _resolve(self, spec: ModelSpec) -> tuple[str, dict[str, Path]]:
-        """(guidance method, weight files) for a spec, options checked."""
-        unknown = sorted(set(spec.options) - OPTIONS)
-        if unknown:
-            raise ValueError(f"RAE: unknown option(s) {unknown}; expected some of {sorted(OPTIONS)}")
-        guidance = spec.options.get("guidance", "cfg")
-        if guidance not in GUIDANCE:
-            raise ValueError(f"RAE: option 'guidance' must be one of {list(GUIDANCE)}, got {guidance!r}")
-        keys = ["stage2", "decoder", "stats"] + (["guide"] if guidance == "autoguidance" else [])
-        return guidance, {k: self._file(spec, k) for k in keys}
+    def _resolve(self, spec: ModelSpec) -> tuple[RAEOptions, dict[str, Path]]:
+        """(typed options, weight files) for a spec: stage2, decoder, stats, and guide with autoguidance."""
+        o = self.parse_options(spec.options)
+        keys = ["stage2", "decoder", "stats"] + (["guide"] if o.guidance == "autoguidance" else [])
+        return o, {k: self._file(spec.weights, k, getattr(o, k)) for k in keys}
+
+    def _net(self, cls, cfg, key: str, allow_extra: bool = False) -> nn.Module:
+        net = cls(cfg)
+        path = self.files[key]
+        load_strict(net, read_checkpoint(path, f"RAE {key}"), f"RAE {key} {path}", allow_extra=allow_extra)
+        return net
 
     def load(self, spec: ModelSpec, device: torch.device) -> None:
-        guidance, self.files = self._resolve(spec)
-        s2_cfg = DiTDHConfig.from_dict(spec.options["stage2_arch"], "RAE option 'stage2_arch'") \
-            if "stage2_arch" in spec.options else DITDH_XL
-        dec_cfg = DecoderConfig.from_dict(spec.options["decoder_arch"], "RAE option 'decoder_arch'") \
-            if "decoder_arch" in spec.options else DECODER_XL
-        stage2 = DiTDH(s2_cfg)
-        load_strict(stage2, read_state(self.files["stage2"], "RAE stage2"), self.files["stage2"], "RAE stage2")
-        decoder = RAEDecoder(dec_cfg)
+        o, self.files = self._resolve(spec)
+        stage2 = self._net(DiTDH, DiTDHConfig.from_dict(o.stage2_arch) if o.stage2_arch else DITDH_XL, "stage2")
         # the reference loads the decoder non-strictly: extra entries in the file are ignored, missing ones are not
-        load_strict(decoder, read_state(self.files["decoder"], "RAE decoder"), self.files["decoder"], "RAE decoder",
-                    allow_extra=True)
-        stats = read_state(self.files["stats"], "RAE stats")
+        decoder = self._net(RAEDecoder, DecoderConfig.from_dict(o.decoder_arch) if o.decoder_arch else DECODER_XL,
+                            "decoder", allow_extra=True)
+        stats = read_checkpoint(self.files["stats"], "RAE stats")
         if "mean" not in stats or "var" not in stats:
             raise ValueError(f"RAE stats: {self.files['stats']} needs 'mean' and 'var', has {sorted(stats)}")
         guide = None
-        if guidance == "autoguidance":
-            g_cfg = DiTDHConfig.from_dict(spec.options["guide_arch"], "RAE option 'guide_arch'") \
-                if "guide_arch" in spec.options else DITDH_S
-            guide = DiTDH(g_cfg)
-            load_strict(guide, read_state(self.files["guide"], "RAE guide"), self.files["guide"], "RAE guide")
-        self.build(stage2, decoder, stats["mean"], stats["var"], device, guide=guide, guidance=guidance,
-                   guidance_interval=spec.options.get("guidance_interval", (0.0, 1.0)),
-                   decode_batch=spec.options.get("decode_batch", 64))
+        if o.guidance == "autoguidance":
+            guide = self._net(DiTDH, DiTDHConfig.from_dict(o.guide_arch) if o.guide_arch else DITDH_S, "guide")
+        self.build(stage2, decoder, stats["mean"], stats["var"], device, guide=guide, guidance=o.guidance,
+                   guidance_interval=o.guidance_interval, decode_batch=o.decode_batch)
 
     def weights_id(self, spec: ModelSpec) -> str:
         """sha256 over the weight files this spec uses (stage2, decoder, stats[, guide]), in a fixed order."""
@@ -268,7 +242,7 @@ class RAE:
     def networks(self) -> list[nn.Module]:
         if self.stage2 is None:
             raise RuntimeError("RAE: call load() before generating")
-        return [self.stage2] + ([self.guide] if self.guidance == "autoguidance" else [])
+        return [self.stage2] + ([self.guide] if self.method == "autoguidance" else [])
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -277,12 +251,7 @@ class RAE:
         return math.sqrt(c.in_channels * c.input_size ** 2 / SHIFT_BASE)
 
     def _check(self, s: SamplerSettings) -> None:
-        if isinstance(s.steps, bool) or not isinstance(s.steps, numbers.Integral) or s.steps < 1:
-            raise ValueError(f"RAE: steps must be an integer >= 1, got {s.steps!r}")
-        if isinstance(s.cfg, bool) or not isinstance(s.cfg, numbers.Real) or not math.isfinite(s.cfg) or s.cfg < 0:
-            raise ValueError(f"RAE: cfg must be a finite number >= 0 (1 = no guidance), got {s.cfg!r}")
-        if s.solver is not None and s.solver not in self.solvers:
-            raise ValueError(f"RAE: unknown solver {s.solver!r}; expected one of {list(self.solvers)}")
+        check_settings("RAE", s, self.solvers)
 
     def _guided_steps(self, s: SamplerSettings) -> list[bool]:
         ts = time_grid(int(s.steps), self.shift)[:-1].tolist()
@@ -300,7 +269,7 @@ class RAE:
         tt = torch.full((b,), t, device=x.device, dtype=torch.float32)
         if not guided:
             return self.stage2(x, tt, y)
-        if self.guidance == "autoguidance":
+        if self.method == "autoguidance":
             v, vg = self.stage2(x, tt, y), self.guide(x, tt, y)
             return vg + w * (v - vg)
         null_y = torch.full_like(y, self.stage2.cfg.num_classes)        # the null class row of the label table
@@ -313,12 +282,7 @@ class RAE:
         if self.stage2 is None:
             raise RuntimeError("RAE: call load() before generating")
         c = self.stage2.cfg
-        y = torch.as_tensor(labels).to(device=self.device, dtype=torch.long).reshape(-1)
-        ids = torch.as_tensor(sample_ids).reshape(-1).cpu()
-        if y.shape[0] != ids.shape[0]:
-            raise ValueError(f"RAE: {len(y)} labels but {len(ids)} sample ids")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c.num_classes):
-            raise ValueError(f"RAE: labels must be in 0..{c.num_classes - 1}")
+        y, ids = class_inputs("RAE", labels, sample_ids, c.num_classes, self.device)
         x = noise.gaussian(s.seed, ids, (c.in_channels, c.input_size, c.input_size), stream=INIT_STREAM,
                            device=self.device)
         ts = time_grid(int(s.steps), self.shift).tolist()
@@ -345,4 +309,4 @@ class RAE:
             return self.decode(self.sample_latents(labels, sample_ids, s))
 
     def describe(self) -> dict[str, Any]:
-        return {"guidance": self.guidance, "guidance_interval": list(self.interval), "time_shift": self.shift}
+        return {"guidance": self.method, "guidance_interval": list(self.interval), "time_shift": self.shift}

@@ -1,24 +1,34 @@
 """Evaluate pre-generated images: a folder of PNG/JPEG files or an ADM-style ``.npz`` (``arr_0`` NHWC uint8,
-optional labels in ``arr_1`` or ``labels``). Sample i is the i-th file in sorted name order / the i-th row."""
+optional labels in ``arr_1`` or ``labels``). Sample i is the i-th file in sorted name order / the i-th row.
+
+Option: ``resolution`` (folders only): decode each file with the datasets' preprocessing at that size (default:
+as stored; an ``.npz`` is always used as stored)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from bench.data.imagefolder import EXTS, load_rgb
-from bench.models.base import ModelSpec, SamplerSettings
+from bench.models.base import Generator, ModelSpec, SamplerSettings, StrictOptions
 
 
-class Samples:
+class Samples(Generator):
+    """Images already made, read from ``weights``; labels stored with them replace the plan's."""
     family = "samples"
     version = "samples-1"
     sweeps = False           # no steps / cfg axes: the images are already made
 
+    class Options(StrictOptions):
+        resolution: Annotated[int, Field(ge=1)] | None = None
+
     def load(self, spec: ModelSpec, device: torch.device) -> None:
+        opts = self.parse_options(spec.options)
         if not spec.weights:
             raise ValueError(f"model {spec.id!r}: adapter 'samples' needs weights: a folder of images or an .npz file")
         path = Path(spec.weights)
@@ -42,8 +52,7 @@ class Samples:
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in EXTS)
             if not files:
                 raise ValueError(f"{path}: no images ({', '.join(sorted(EXTS))})")
-            size = spec.options.get("resolution")
-            self.images = torch.from_numpy(np.stack([load_rgb(p, size) for p in files]))
+            self.images = torch.from_numpy(np.stack([load_rgb(p, opts.resolution) for p in files]))
         else:
             raise ValueError(f"model {spec.id!r}: weights {str(path)!r} is neither a folder nor an .npz file")
 

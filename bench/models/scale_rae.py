@@ -48,20 +48,29 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, Field
 from torch import nn
 
 from bench import noise
 from bench.hub import resolve_weights
-from bench.models.base import ModelSpec, SamplerSettings, frozen
-from bench.models.rae import load_strict, read_state
-from bench.models.rae_nets import DecoderConfig, RAEDecoder
-from bench.models.scale_rae_nets import HEAD_2_4B, HeadConfig, ScaleRAEHead
+from bench.models.base import Generator, ModelSpec, SamplerSettings, StrictOptions, frozen
+from bench.models.checkpoint import (
+    check_interval,
+    check_settings,
+    config_option,
+    config_options,
+    interval_option,
+    load_strict,
+    read_checkpoint,
+)
+from bench.models.rae import DecoderArch
+from bench.nets.rae import DecoderConfig, RAEDecoder
+from bench.nets.scale_rae import HEAD_2_4B, HeadConfig, ScaleRAEHead
 from bench.provenance import sha256_path
 
 WEIGHTS = "nyu-visionx/Scale-RAE-Qwen1.5B_DiT2.4B"
@@ -77,7 +86,27 @@ MAX_NEW_TOKENS = 512
 INIT_STREAM = "scale-rae/init"
 SIGLIP2_DECODER_XL = DecoderConfig(latent_dim=1152)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-OPTIONS = {"decoder", "tokenizer", "prompt", "dtype", "cfg_interval", "max_new_tokens", "head_arch", "decoder_arch"}
+
+
+def check_prompt(prompt: str) -> str:
+    if "{class_name}" not in prompt:
+        raise ValueError(f"must contain {{class_name}}, got {prompt!r}")
+    return prompt
+
+
+HeadArch = config_option(config_options(HeadConfig), lambda d: HeadConfig(**d), names=False)
+CFGInterval = interval_option()
+
+
+class ScaleRAEOptions(StrictOptions):
+    decoder: Annotated[str, Field(min_length=1)] = DECODER      # the SigLIP-2 decoder checkpoint
+    tokenizer: str | None = None                                 # None: the model folder's tokenizer
+    prompt: Annotated[str, AfterValidator(check_prompt)] = PROMPT
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    cfg_interval: CFGInterval = list(CFG_INTERVAL)
+    max_new_tokens: Annotated[int, Field(ge=1)] = MAX_NEW_TOKENS
+    head_arch: HeadArch = None              # None: config.json's diffusion_model_* sizes, else the 2.4B head
+    decoder_arch: DecoderArch = None        # None: the SigLIP-2 ViT-XL decoder
 
 
 def chat_prompt(class_name: str, template: str = PROMPT) -> str:
@@ -115,12 +144,12 @@ def head_config(cfg: dict) -> HeadConfig:
                       z_channels=cfg.get("diffusion_model_z_channels") or d.z_channels)
 
 
-class ScaleRAE:
+class ScaleRAE(Generator):
     """Scale-RAE (Qwen2.5-1.5B + DiT 2.4B head + SigLIP-2 decoder) prompted with ImageNet class names."""
     family = "flow"
     version = "scale-rae-1"
+    Options = ScaleRAEOptions
     solvers = ("euler",)
-    sweeps = True
     guidance = ("guidance_level (the suite's cfg) > 1 runs the head on 2B rows (conditional and learned null "
                 "condition) and counts 2 NFE per step, but with the released cfg_interval [-1e4, 1e4] the "
                 "reference's forward_with_cfg returns the conditional prediction at every t, so the images equal "
@@ -160,7 +189,7 @@ class ScaleRAE:
             raise ValueError(f"Scale-RAE: decoder takes {decoder.cfg.latent_dim} x {decoder.cfg.grid}^2 tokens, the "
                              f"head makes {hc.in_channels} x {hc.input_size}^2")
         if "{class_name}" not in prompt:
-            raise ValueError(f"Scale-RAE: option 'prompt' must contain {{class_name}}, got {prompt!r}")
+            raise ValueError(f"Scale-RAE: prompt must contain {{class_name}}, got {prompt!r}")
         ids = {k: tokenizer.convert_tokens_to_ids(k) for k in (IMAGE_START, IMAGE_END, EOS)}
         unk = getattr(tokenizer, "unk_token_id", None)
         bad = [k for k, v in ids.items() if v is None or (unk is not None and v == unk)]
@@ -175,7 +204,7 @@ class ScaleRAE:
         self.tokenizer, self.ids = tokenizer, ids
         self.data_mean = None if data_mean is None else data_mean.to(self.device, dtype)
         self.data_std = None if data_std is None else data_std.to(self.device, dtype)
-        self.cfg_interval = self._interval(cfg_interval)
+        self.cfg_interval = check_interval(cfg_interval, "Scale-RAE: cfg_interval")
         self.prompt, self.max_new_tokens, self.base_dim = prompt, int(max_new_tokens), int(base_dim)
         if class_names is not None:
             self.class_names = list(class_names)
@@ -185,59 +214,22 @@ class ScaleRAE:
     def _prep(self, net: nn.Module, dtype: torch.dtype) -> nn.Module:
         return frozen(net, self.device, dtype)
 
-    @staticmethod
-    def _interval(v) -> tuple[float, float]:
-        try:
-            lo, hi = (float(x) for x in v)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"Scale-RAE: cfg_interval must be [t_min, t_max], got {v!r}") from err
-        if not lo < hi:
-            raise ValueError(f"Scale-RAE: cfg_interval needs t_min < t_max, got {v!r}")
-        return lo, hi
-
     def bind_dataset(self, dataset) -> None:
         self.class_names = list(dataset.class_names)
         self._cond.clear()
 
-    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Validate a suite's model options before anything loads (called by suite validation and load)."""
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise ValueError(f"Scale-RAE: unknown option(s) {unknown}; expected some of {sorted(OPTIONS)}")
-        if options.get("dtype", "bfloat16") not in DTYPES:
-            raise ValueError(f"Scale-RAE: option 'dtype' must be one of {list(DTYPES)}, got {options['dtype']!r}")
-        prompt = options.get("prompt", PROMPT)
-        if not isinstance(prompt, str) or "{class_name}" not in prompt:
-            raise ValueError(f"Scale-RAE: option 'prompt' must contain {{class_name}}, got {prompt!r}")
-        self._interval(options.get("cfg_interval", CFG_INTERVAL))
-        m = options.get("max_new_tokens", MAX_NEW_TOKENS)
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"Scale-RAE: option 'max_new_tokens' must be an integer >= 1, got {m!r}")
-        for k, cls in (("head_arch", HeadConfig), ("decoder_arch", DecoderConfig)):
-            if k in options:
-                bad = sorted(set(options[k]) - set(cls.__dataclass_fields__)) if isinstance(options[k], dict) else [k]
-                if bad:
-                    raise ValueError(f"Scale-RAE: option {k!r} must be a mapping of {sorted(cls.__dataclass_fields__)}"
-                                     f"; bad: {bad}")
-        return dict(options)
-
-    def _files(self, spec: ModelSpec) -> dict[str, Path]:
-        self.check_options(dict(spec.options))
-        dec = spec.options.get("decoder", DECODER)
-        if not isinstance(dec, str) or not dec:
-            raise ValueError(f"Scale-RAE: option 'decoder' must be a file path or hub reference, got {dec!r}")
+    def _files(self, spec: ModelSpec) -> tuple[ScaleRAEOptions, dict[str, Path]]:
+        o = self.parse_options(spec.options)
         model = resolve_weights(spec.weights or WEIGHTS, what="Scale-RAE model folder")
         if not model.is_dir():
             raise ValueError(f"Scale-RAE: weights {model} must be the model folder (config.json, tokenizer, "
                              f"*.safetensors)")
-        return {"model": model, "decoder": resolve_weights(dec, what="Scale-RAE SigLIP-2 decoder")}
+        return o, {"model": model, "decoder": resolve_weights(o.decoder, what="Scale-RAE SigLIP-2 decoder")}
 
     def load(self, spec: ModelSpec, device: torch.device) -> None:
         from safetensors import safe_open
         from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-        self.files = self._files(spec)
-        o = spec.options
-        dtype_name = o.get("dtype", "bfloat16")
+        o, self.files = self._files(spec)
         root = self.files["model"]
         shards = sorted(root.glob("*.safetensors"))
         if not shards:
@@ -251,32 +243,30 @@ class ScaleRAE:
         if "model.latent_queries" not in extra:
             raise ValueError(f"Scale-RAE: {root} has no 'model.latent_queries' tensor (not a query-mode checkpoint)")
         cfg = json.loads((root / "config.json").read_text())
-        head_cfg = HeadConfig(**o["head_arch"]) if "head_arch" in o else head_config(cfg)
+        head_cfg = HeadConfig(**o.head_arch) if o.head_arch else head_config(cfg)
         if cfg.get("diffusion_norm_stats_path") and "diff_head.data_mean" not in extra:
             raise ValueError(f"Scale-RAE: {root / 'config.json'} names diffusion_norm_stats_path but the checkpoint "
                              f"has no diff_head.data_mean / data_std")
         head = ScaleRAEHead(head_cfg)
         load_strict(head, {k.removeprefix("diff_head.model."): v for k, v in extra.items()
-                           if k.startswith("diff_head.model.")}, root, "Scale-RAE diff_head.model")
+                           if k.startswith("diff_head.model.")}, f"Scale-RAE diff_head.model in {root}")
         proj = nn.Linear(cfg["hidden_size"], head_cfg.z_channels)
         load_strict(proj, {k.removeprefix("diff_head_projector."): v for k, v in extra.items()
-                           if k.startswith("diff_head_projector.")}, root, "Scale-RAE diff_head_projector")
+                           if k.startswith("diff_head_projector.")}, f"Scale-RAE diff_head_projector in {root}")
         llm = Qwen2ForCausalLM.from_pretrained(str(root), config=Qwen2Config.from_pretrained(str(root)),
-                                               torch_dtype=DTYPES[dtype_name])
-        dec_cfg = DecoderConfig(**o["decoder_arch"]) if "decoder_arch" in o else SIGLIP2_DECODER_XL
-        decoder = RAEDecoder(dec_cfg)
+                                               torch_dtype=DTYPES[o.dtype])
+        decoder = RAEDecoder(DecoderConfig(**o.decoder_arch) if o.decoder_arch else SIGLIP2_DECODER_XL)
         # the reference loads the decoder non-strictly: extra entries are ignored, missing ones are not
-        load_strict(decoder, read_state(self.files["decoder"], "Scale-RAE decoder"), self.files["decoder"],
-                    "Scale-RAE decoder", allow_extra=True)
-        tok = resolve_weights(o["tokenizer"], what="Scale-RAE tokenizer") if "tokenizer" in o else root
+        path = self.files["decoder"]
+        load_strict(decoder, read_checkpoint(path, "Scale-RAE decoder"), f"Scale-RAE decoder {path}", allow_extra=True)
+        tok = resolve_weights(o.tokenizer, what="Scale-RAE tokenizer") if o.tokenizer is not None else root
         self.build(llm, AutoTokenizer.from_pretrained(str(tok)), extra["model.latent_queries"], proj, head, decoder,
-                   device, DTYPES[dtype_name], extra.get("diff_head.data_mean"), extra.get("diff_head.data_std"),
-                   o.get("cfg_interval", CFG_INTERVAL), o.get("prompt", PROMPT),
-                   o.get("max_new_tokens", MAX_NEW_TOKENS), self.class_names,
+                   device, DTYPES[o.dtype], extra.get("diff_head.data_mean"), extra.get("diff_head.data_std"),
+                   o.cfg_interval, o.prompt, o.max_new_tokens, self.class_names,
                    cfg.get("diffusion_base_dim") or BASE_DIM)
 
     def weights_id(self, spec: ModelSpec) -> str:
-        files = self._files(spec)
+        _, files = self._files(spec)
         h = hashlib.sha256(b"scale-rae/1")
         for f in sorted(files["model"].iterdir()):
             if f.is_file():
@@ -326,12 +316,7 @@ class ScaleRAE:
         return math.sqrt(c.in_channels * c.input_size ** 2 / self.base_dim)
 
     def _check(self, s: SamplerSettings) -> None:
-        if isinstance(s.steps, bool) or not isinstance(s.steps, numbers.Integral) or s.steps < 2:
-            raise ValueError(f"Scale-RAE: steps must be an integer >= 2, got {s.steps!r}")
-        if isinstance(s.cfg, bool) or not isinstance(s.cfg, numbers.Real) or not math.isfinite(s.cfg) or s.cfg < 0:
-            raise ValueError(f"Scale-RAE: cfg (guidance_level) must be a finite number >= 0, got {s.cfg!r}")
-        if s.solver is not None and s.solver not in self.solvers:
-            raise ValueError(f"Scale-RAE: unknown solver {s.solver!r}; expected one of {list(self.solvers)}")
+        check_settings("Scale-RAE", s, self.solvers, min_steps=2)
 
     def nfe_per_image(self, s: SamplerSettings) -> int:
         self._check(s)

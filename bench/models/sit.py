@@ -22,7 +22,8 @@ Conventions, as in the reference (transport/path.py ICPlan, transport.py, sample
 - Noise: initial latent from bench.noise stream "sit/init"; SDE step k from "sit/sde/<k>", so sample i depends
   only on (seed, i).
 - Latent: SD-VAE 32x32x4 for 256 px, decoded by bench.models.latent.LatentDecoder (option ``vae``: ft-mse
-  (default), ft-ema, or a local path / hub id).
+  (default), ft-ema, or a local path / hub id; ``vae_batch_size``).
+- Network: bench/nets/dit.py (the DiT/SiT backbone with the official parameter names).
 
 Weights: ``spec.weights`` (default ``$SIT_WEIGHTS``) through bench.hub.resolve_weights: a file, a folder holding
 ``SiT-XL-2-256.pt`` (option ``weights_file``), or a hub id. ``.safetensors`` or ``torch.load(weights_only=True)``;
@@ -34,28 +35,37 @@ the standard sizes (or option ``num_heads``).
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from bench import noise
 from bench.hub import resolve_weights
 from bench.models import samplers
-from bench.models.base import ModelSpec, SamplerSettings
-from bench.models.dit import DiT, DiTConfig, unwrap_state_dict
-from bench.models.latent import LatentDecoder
+from bench.models.base import Generator, ModelSpec, SamplerSettings, frozen
+from bench.models.checkpoint import check_settings, class_inputs, load_strict, read_checkpoint
+from bench.models.latent import LatentDecoder, VAEOptions
+from bench.nets.dit import DiT, DiTConfig
 
 INIT_STREAM = "sit/init"
 DEFAULT_WEIGHTS = "$SIT_WEIGHTS"
 WEIGHTS_FILE = "SiT-XL-2-256.pt"
 HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1152: 16}
-OPTIONS: dict[str, Any] = {
-    "cfg_channels": 3, "vae": "ft-mse", "vae_batch_size": 64, "atol": 1e-6, "rtol": 1e-3, "dopri5_per_sample": True,
-    "sde_diffusion_norm": 1.0, "sde_last_step_size": 0.04, "num_heads": None, "weights_file": WEIGHTS_FILE,
-}
+Positive = Annotated[float, Field(gt=0)]
+
+
+class SiTOptions(VAEOptions):
+    cfg_channels: Literal[3, "all"] = 3
+    atol: Positive = 1e-6
+    rtol: Positive = 1e-3
+    dopri5_per_sample: bool = True
+    sde_diffusion_norm: Positive = 1.0
+    sde_last_step_size: Annotated[float, Field(gt=0, lt=1)] = 0.04
+    num_heads: Annotated[int, Field(ge=1)] | None = None
+    weights_file: str = WEIGHTS_FILE
 
 
 def sde_stream(k: int) -> str:
@@ -87,87 +97,48 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None, w
                      learn_sigma=out == 2 * patch * patch * in_ch, null_row=True)
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a ``torch.load(weights_only=True)`` file ("ema"/"model" unwrapped)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickled code, corrupt file: one message naming the file
-        raise ValueError(f"{path}: cannot be read with torch.load(weights_only=True): {e}") from None
-    return unwrap_state_dict(obj, str(path))
-
-
-class SiT:
-    """SiT on the Generator protocol (see the module doc for every convention)."""
+class SiT(Generator):
+    """SiT as a `Generator` (see the module doc for every convention)."""
     family = "flow"
     version = "sit-1"
+    Options = SiTOptions
     solvers = samplers.SOLVERS
-    sweeps = True
 
     def __init__(self) -> None:
         self.net: DiT | None = None
         self.decoder: LatentDecoder | None = None
         self.device = torch.device("cpu")
-        self.options: dict[str, Any] = dict(OPTIONS)
+        self.opts = self.parse_options({})
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_network(cls, net: DiT, decoder: LatentDecoder | None, options: dict[str, Any] | None = None,
+    def from_network(cls, net: DiT, decoder: LatentDecoder | None, options: dict | None = None,
                      device: torch.device | str = "cpu") -> "SiT":
         """An adapter around a network already built (tests, notebooks); ``decoder`` None: latents only."""
         self = cls()
-        self.options = self._parse_options(options or {})
+        self.opts = self.parse_options(options)
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval().requires_grad_(False)
+        self.net = frozen(net, self.device)
         self.decoder = decoder
         return self
 
-    def _parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"sit: unknown option {unknown[0]!r}; known: {', '.join(sorted(OPTIONS))}")
-        out = {**OPTIONS, **options}
-        if out["cfg_channels"] not in (3, "all"):
-            raise ValueError(f"sit: option cfg_channels must be 3 (the paper's code) or 'all', "
-                             f"got {out['cfg_channels']!r}")
-        for k in ("atol", "rtol", "sde_diffusion_norm", "sde_last_step_size"):
-            v = out[k]
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
-                raise ValueError(f"sit: option {k} must be a number > 0, got {v!r}")
-        if not 0 < out["sde_last_step_size"] < 1:
-            raise ValueError(f"sit: option sde_last_step_size must be in (0, 1), got {out['sde_last_step_size']!r}")
-        return out
-
     def _weights_path(self, spec: ModelSpec) -> Path:
-        opts = self._parse_options(spec.options)
-        return resolve_weights(spec.weights or DEFAULT_WEIGHTS, what="SiT weights", filename=opts["weights_file"])
+        opts = self.parse_options(spec.options)
+        return resolve_weights(spec.weights or DEFAULT_WEIGHTS, what="SiT weights", filename=opts.weights_file)
 
     def weights_id(self, spec: ModelSpec) -> str:
         from bench.provenance import sha256_path
         return "sha256:" + sha256_path(self._weights_path(spec))
 
     def load(self, spec: ModelSpec, device: torch.device) -> None:
-        self.options = self._parse_options(spec.options)
+        self.opts = self.parse_options(spec.options)
         path = self._weights_path(spec)
-        sd = read_checkpoint(path)
-        net = DiT(config_from_state_dict(sd, self.options["num_heads"], str(path)))
-        missing, unexpected = [], []
-        ours = net.state_dict()
-        missing = [k for k in ours if k not in sd]
-        unexpected = [k for k in sd if k not in ours]
-        if missing or unexpected:
-            raise ValueError(f"{path}: not a SiT state dict: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        bad = [k for k in ours if tuple(ours[k].shape) != tuple(sd[k].shape)]
-        if bad:
-            raise ValueError(f"{path}: tensor {bad[0]!r} has shape {tuple(sd[bad[0]].shape)}, expected "
-                             f"{tuple(ours[bad[0]].shape)}")
-        net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+        sd = read_checkpoint(path, "SiT weights")
+        net = DiT(config_from_state_dict(sd, self.opts.num_heads, str(path)))
+        load_strict(net, sd, f"SiT weights {path}")
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval().requires_grad_(False)
-        self.decoder = LatentDecoder.load(self.options["vae"], self.device,
-                                          batch_size=int(self.options["vae_batch_size"]))
+        self.net = frozen(net, self.device)
+        self.decoder = LatentDecoder.load(self.opts.vae, self.device, batch_size=self.opts.vae_batch_size)
 
     def networks(self) -> list[nn.Module]:
         return [self._require()]
@@ -182,12 +153,7 @@ class SiT:
         return s.solver or "euler"
 
     def _check(self, s: SamplerSettings) -> None:
-        if isinstance(s.steps, bool) or not isinstance(s.steps, numbers.Integral) or s.steps < 1:
-            raise ValueError(f"sit: steps must be an integer >= 1, got {s.steps!r}")
-        if isinstance(s.cfg, bool) or not isinstance(s.cfg, numbers.Real) or not math.isfinite(s.cfg) or s.cfg < 0:
-            raise ValueError(f"sit: cfg must be a finite number >= 0 (1 = no guidance), got {s.cfg!r}")
-        if s.solver is not None and s.solver not in self.solvers:
-            raise ValueError(f"sit: unknown solver {s.solver!r}; expected one of {list(self.solvers)}")
+        check_settings("sit", s, self.solvers)
         if self._solver(s) == "sde" and s.steps < 2:
             raise ValueError(f"sit: the sde solver needs steps >= 2, got {s.steps}")
 
@@ -210,7 +176,7 @@ class SiT:
             raise ValueError("sit: this network has no null-class row (trained without label dropout); use cfg 1")
         null = torch.full_like(labels, net.null_label)
         y2 = torch.cat([labels, null])
-        k = 3 if self.options["cfg_channels"] == 3 else c
+        k = 3 if self.opts.cfg_channels == 3 else c
 
         def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             out = net(torch.cat([x, x]), torch.cat([t, t]), y2)[:, :c]
@@ -228,33 +194,26 @@ class SiT:
         self._check(s)
         net = self._require()
         cfg = net.config
-        labels = torch.as_tensor(labels).reshape(-1).to(device=self.device, dtype=torch.long)
-        ids = torch.as_tensor(sample_ids).reshape(-1).cpu()
-        if labels.shape[0] != ids.shape[0]:
-            raise ValueError(f"sit: {labels.shape[0]} labels but {ids.shape[0]} sample ids")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= cfg.num_classes):
-            raise ValueError(f"sit: labels must be in 0..{cfg.num_classes - 1}, got "
-                             f"{int(labels.min())}..{int(labels.max())}")
+        labels, ids = class_inputs("sit", labels, sample_ids, cfg.num_classes, self.device)
         shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
         x = noise.gaussian(s.seed, ids, shape, stream=INIT_STREAM, device=self.device)
         f = self.velocity_fn(labels, float(s.cfg))
-        solver, o = self._solver(s), self.options
+        solver, o = self._solver(s), self.opts
         if solver == "euler":
             return samplers.euler(f, x, samplers.time_grid(s.steps, 0.0, 1.0))
         if solver == "heun":
             return samplers.heun(f, x, samplers.time_grid(s.steps, 0.0, 1.0))
         if solver == "dopri5":
             return samplers.dopri5(lambda rows: self.velocity_fn(labels[rows], float(s.cfg)), x, 0.0, 1.0,
-                                   atol=float(o["atol"]), rtol=float(o["rtol"]),
-                                   per_sample=bool(o["dopri5_per_sample"]))
-        norm = float(o["sde_diffusion_norm"])
+                                   atol=o.atol, rtol=o.rtol, per_sample=o.dopri5_per_sample)
+        norm = o.sde_diffusion_norm
 
         def score_drift(x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             # D(t) * score for the Linear path with D(t) = norm * (1 - t): score = (t v - x) / (1 - t)
             return norm * (t.view(-1, 1, 1, 1) * v - x)
 
         return samplers.euler_maruyama(
-            f, score_drift, lambda t: norm * (1 - t), x, int(s.steps), 0.0, 1.0, float(o["sde_last_step_size"]),
+            f, score_drift, lambda t: norm * (1 - t), x, int(s.steps), 0.0, 1.0, o.sde_last_step_size,
             lambda k: noise.gaussian(s.seed, ids, shape, stream=sde_stream(k), device=self.device))
 
     def generate(self, labels: torch.Tensor, sample_ids: torch.Tensor, s: SamplerSettings) -> torch.Tensor:

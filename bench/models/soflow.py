@@ -1,4 +1,5 @@
-"""SoFlow (Luo, Yuan, Liu 2025): solution-operator model on SD-VAE latents, official weights unchanged.
+"""SoFlow (Luo, Yuan, Liu 2025): solution-operator model on SD-VAE latents, official weights unchanged: the
+``soflow`` adapter (network: bench/nets/soflow.py).
 
 Reference: zlab-princeton/SoFlow (``dit.py``, ``models.py``, ``inference.py``, ``imagenet.yaml``; checked at
 commit 3b60d60f007b753966c0962cf2179f503e699129). Weights: Hugging Face ``zlab-princeton/SoFlow``
@@ -17,6 +18,8 @@ dict, so every parameter sits under ``network.``; read with ``torch.load(weights
   so and every cfg value of a sweep gives the same images). The label table has 1001 rows (``cfg_drop_rate``
   0.1 > 0); row 1000 is the null class, used only in training.
 - Latents: SD-VAE ft-mse, ``latents / 0.18215`` before decoding, 32x32x4.
+- Options: ``arch`` (a size name of `SOFLOW_SHAPES` such as "XL-2-cond", or a mapping of DiTConfig fields;
+  default: the file's recorded arch, else XL/2), ``vae``, ``vae_batch_size``.
 
 Randomness: bench.noise streams ``latent/init`` (shared with MeanFlow and iMF) and ``latent/renoise/<k>`` for the
 k-th re-noising, so a sample depends only on (seed, sample id).
@@ -30,58 +33,41 @@ import torch
 from torch import nn
 
 from bench import noise
-from bench.models import dit
 from bench.models.base import SamplerSettings
-from bench.models.meanflow import LatentClassGenerator, config_from_option
-
-# model_type in the reference's models.py: depth, hidden, heads (patch from the name)
-SOFLOW_SHAPES = {"B": (12, 768, 12), "M": (16, 1024, 16), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+from bench.models.checkpoint import config_option
+from bench.models.latent import DiTArch, LatentClassGenerator, LatentOptions
+from bench.nets.dit import config_from_option
+from bench.nets.soflow import SOFLOW_SHAPES, SoFlowNet
 
 
 def renoise_stream(k: int) -> str:
     return f"latent/renoise/{k}"
 
 
-class SoFlowDiT(dit.DiT):
-    """The reference's DiT with ``s_embedder``: forward(x, t, s, y), s embedded as t - s."""
-
-    def __init__(self, config: dit.DiTConfig):
-        super().__init__(config)
-        self.s_embedder = dit.TimestepEmbedder(config.hidden_size)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        c = self.t_embedder(t) + self.s_embedder(t - s) + self.y_embedder(y)
-        return self.trunk(x, c)
+def _config(arch: Any):
+    return config_from_option(arch, SOFLOW_SHAPES, "SoFlow arch")
 
 
-class SoFlowNet(nn.Module):
-    """The reference's ``Soflow`` module as far as its parameters go (all under ``network.``)."""
+SoFlowArch = config_option(DiTArch, _config)
 
-    def __init__(self, config: dit.DiTConfig):
-        super().__init__()
-        self.network = SoFlowDiT(config)
 
-    @property
-    def config(self) -> dit.DiTConfig:
-        return self.network.config
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.network(x, t, s, y)
+class SoFlowOptions(LatentOptions):
+    arch: SoFlowArch = None
 
 
 class SoFlow(LatentClassGenerator):
     """SoFlow: jump to 0 with the solution operator, re-noise for multi-step; guidance distilled (cfg ignored)."""
     family = "solution-operator"
     version = "soflow-1"
+    Options = SoFlowOptions
     solvers = ("jump-renoise",)
     default_arch = "XL/2"
     cfg_ignored = True
     guidance = ("guidance distilled into the weights at training; no guidance input at sampling, so the cfg axis "
                 "has no effect (1 NFE per step)")
 
-    def build(self, options: dict[str, Any], metadata: dict[str, str]) -> nn.Module:
-        return SoFlowNet(config_from_option(options.get("arch", self.default_arch), SOFLOW_SHAPES,
-                                            f"{self.name} arch"))
+    def build(self, arch: str | dict[str, Any]) -> nn.Module:
+        return SoFlowNet(_config(arch))
 
     def nfe_per_image(self, s: SamplerSettings) -> int:
         self._check(s)

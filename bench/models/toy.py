@@ -2,15 +2,21 @@
 
 It has everything a real flow adapter has (class conditioning, true CFG batched as 2B rows, step count,
 per-sample noise) at a size that runs in milliseconds, so tests exercise the real runner path.
+
+Options: ``resolution`` (image side, default 16), ``num_classes`` (default 10; label ``num_classes`` is the null
+class of CFG) and ``init_seed`` (the seed of the random weights, default 0; it is the weights' identity).
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from bench import noise
-from bench.models.base import ModelSpec, SamplerSettings, to_uint8_nhwc
+from bench.models.base import Generator, ModelSpec, SamplerSettings, StrictOptions, to_uint8_nhwc
 
 
 class _ToyNet(nn.Module):
@@ -25,20 +31,27 @@ class _ToyNet(nn.Module):
         return self.out(torch.tanh(h)) + 0.5 * x
 
 
-class ToyFlow:
+class ToyFlow(Generator):
+    """Euler steps of the random velocity field with true CFG (2B-row forwards when cfg != 1)."""
     family = "flow"
     version = "toy-1"
     solvers = ("euler",)
 
+    class Options(StrictOptions):
+        resolution: Annotated[int, Field(ge=1)] = 16
+        num_classes: Annotated[int, Field(ge=1)] = 10
+        init_seed: int = 0
+
     def load(self, spec: ModelSpec, device: torch.device) -> None:
-        self.resolution = int(spec.options.get("resolution", 16))
-        self.num_classes = int(spec.options.get("num_classes", 10))
+        self.opts = self.parse_options(spec.options)
+        self.resolution = self.opts.resolution
+        self.num_classes = self.opts.num_classes
         self.device = device
-        torch.manual_seed(int(spec.options.get("init_seed", 0)))
+        torch.manual_seed(self.opts.init_seed)
         self.net = _ToyNet(self.num_classes).to(device).eval()
 
     def weights_id(self, spec: ModelSpec) -> str:
-        return f"toy-init:{spec.options.get('init_seed', 0)}"
+        return f"toy-init:{self.parse_options(spec.options).init_seed}"
 
     def networks(self) -> list[nn.Module]:
         return [self.net]

@@ -33,11 +33,11 @@ normalised space (the caller de-normalises with the ImageNet mean/std)::
 
 Fixed tables (``pos_embed``, ``decoder_pos_embed``, the RoPE tables) are persistent buffers here (the reference
 keeps the position tables as frozen Parameters): same names, shapes and values, so they are in the state dict.
+Network definitions only: the adapter that reads the checkpoints and samples is bench/models/rae.py.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,6 +207,15 @@ class DDTFinalLayer(nn.Module):
         return self.linear(_modulate(self.norm_final(x), shift, scale))
 
 
+def _known_fields(cls, d: dict, what: str) -> dict:
+    """A copy of ``d`` after checking that it names only fields of the dataclass ``cls``."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    return dict(d)
+
+
 # ------------------------------------------------------------------------------------------------ stage 2: DiT^DH
 @dataclass(frozen=True)
 class DiTDHConfig:
@@ -222,11 +231,7 @@ class DiTDHConfig:
 
     @classmethod
     def from_dict(cls, d: dict, what: str = "DiT^DH config") -> "DiTDHConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{what}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-        d = dict(d)
+        d = _known_fields(cls, d, what)
         for k in ("hidden_size", "depth", "num_heads"):
             if k in d:
                 v = d[k]
@@ -293,11 +298,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict, what: str = "decoder config") -> "DecoderConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{what}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
+        return cls(**_known_fields(cls, d, what))
 
     @property
     def image_size(self) -> int:
@@ -385,6 +386,3 @@ class RAEDecoder(nn.Module):
         img = patches.reshape(n, g, g, p, p, ch).permute(0, 5, 1, 3, 2, 4)
         return img.reshape(n, ch, g * p, g * p)
 
-
-def count_params(module: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in module.parameters())

@@ -22,7 +22,7 @@ Forward: c = silu(t_emb[:, None] + z) per token (N, 256, z_channels); blocks(x_e
 velocity (N, 1152, 16, 16).
 
 The Qwen2.5 query-token pass, the rectified-flow sampler and the SigLIP-2 decoder are in
-``bench/models/scale_rae.py`` (the ``scale-rae`` adapter).
+``bench/models/scale_rae.py`` (the ``scale-rae`` adapter). Network definitions only: no file I/O.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models.rae_nets import DDTBlock, DDTFinalLayer, FourierTimeEmbed, PatchEmbed, Rope2D, sincos_2d
+from bench.nets.rae import DDTBlock, DDTFinalLayer, FourierTimeEmbed, PatchEmbed, Rope2D, sincos_2d
 
 W_SEED = 114514
 

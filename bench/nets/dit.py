@@ -22,19 +22,25 @@ LayerNorms have no affine parameters (eps 1e-6), exactly as in the references. `
 which only the first 4 are the velocity), else ``in_channels``. `DiT.forward` returns ALL output channels; the
 caller picks what it needs (`DiT.split_sigma`).
 
-Building blocks for other adapters (MeanFlow, iMF, SoFlow...): `PatchEmbed`, `TimestepEmbedder`,
-`LabelEmbedder`, `Attention`, `Mlp`, `DiTBlock`, `FinalLayer`, `sincos_pos_embed_2d`, `modulate`, and the
-configurable backbone `DiT` built from a `DiTConfig`. A model with other conditioning inputs subclasses `DiT`,
-adds its embedders and overrides `DiT.condition` (returns the (N, hidden) vector c fed to every adaLN); the
-patchify -> blocks -> final layer -> unpatchify trunk is `DiT.trunk`.
+Building blocks for other networks (MeanFlow, iMF, SoFlow: bench/nets/meanflow.py, imf.py, soflow.py):
+`PatchEmbed`, `TimestepEmbedder`, `LabelEmbedder`, `Attention`, `Mlp`, `DiTBlock`, `FinalLayer`,
+`sincos_pos_embed_2d`, `modulate`, and the configurable backbone `DiT` built from a `DiTConfig`. A model with
+other conditioning inputs subclasses `DiT`, adds its embedders and overrides `DiT.condition` (returns the (N,
+hidden) vector c fed to every adaLN); the patchify -> blocks -> final layer -> unpatchify trunk is `DiT.trunk`.
 
 Sizes (`SIZES`, names as in the references): S, B, L, XL with patch 2, 4 or 8, e.g. ``DiTConfig.of("XL/2")``.
+`dit_size` / `config_from_option` read the size names and field mappings of other families' size tables
+(learn_sigma off), as their ``arch`` options give them.
+
+Network definitions only: no file I/O (checkpoints are read by bench/models/checkpoint.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -277,12 +283,26 @@ class DiT(nn.Module):
         return out[:, :self.in_channels]
 
 
-def unwrap_state_dict(obj, what: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's model state dict: the object itself, or its "ema" entry (train.py checkpoints; preferred,
-    as SiT's download.find_model does), or its "model" / "state_dict" entry."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"{what}: expected a state dict (a mapping of tensors), got {type(obj).__name__}")
-    for key in ("ema", "model", "state_dict"):
-        if key in obj and isinstance(obj[key], dict):
-            return obj[key]
-    return obj
+def dit_size(name: str, shapes: dict[str, tuple[int, int, int]], what: str, **overrides) -> DiTConfig:
+    """A DiTConfig (learn_sigma off) for a size name like "B/4", "XL/2", "MF-B/4" or "XL-2-cond" of ``shapes``
+    (kind -> depth, hidden, heads)."""
+    key = re.sub(r"^(MF|iMF|DiT|SoFlow)-", "", str(name)).removesuffix("-cond").replace("-", "/")
+    kind, _, patch = key.partition("/")
+    if kind not in shapes or patch not in ("2", "4", "8"):
+        raise ValueError(f"{what}: unknown size {name!r}; expected one of "
+                         f"{[f'{k}/{p}' for k in shapes for p in (2, 4)]}")
+    depth, hidden, heads = shapes[kind]
+    return replace(DiTConfig(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(patch),
+                             learn_sigma=False), **overrides)
+
+
+def config_from_option(arch: Any, shapes: dict, what: str) -> DiTConfig:
+    """An ``arch`` value: a size name of ``shapes``, or a mapping of DiTConfig fields (learn_sigma off unless
+    given)."""
+    if isinstance(arch, dict):
+        known = {f.name for f in fields(DiTConfig)}
+        bad = sorted(set(arch) - known)
+        if bad:
+            raise ValueError(f"{what}: unknown arch field(s) {bad}; known: {sorted(known)}")
+        return DiTConfig(**{"learn_sigma": False, **arch})
+    return dit_size(str(arch), shapes, what)
