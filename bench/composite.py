@@ -5,6 +5,10 @@ u = (x - min) / (max - min) for IS, CLIP and Pick, with min and max over S; a me
 u = 1 for every row. MMHM = 4 / sum_k 1 / (eps + u_k), eps = 1e-3, so the best possible value is 1.001.
 Bounds can be saved from one set and reused on another; values may then leave [0, 1] and are not clipped.
 A row missing any of the four inputs gets NaN: a composite never averages a missing value away.
+
+The inputs are part of the definition and so are named here (`COLUMNS`: the store columns they are read
+from); so is `OUTPUT`, what the ``mmhm`` column is (higher is better), and the guidance trade-off the report
+draws from the same inputs (`FIDELITY` against `ALIGNMENT`). Torch-free.
 """
 
 from __future__ import annotations
@@ -16,11 +20,18 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.outputs import Output
+
 METRICS = ("fid", "is", "clip", "pick")
 LOWER_IS_BETTER = {"fid"}
 EPS = 1e-3
 # store column for each MMHM input
 COLUMNS = {"fid": "fid", "is": "is", "clip": "clip_score", "pick": "pickscore"}
+NAME = "mmhm"
+OUTPUT = Output(NAME, True, "MMHM")            # best possible value 1.001
+# The guidance trade-off: the fidelity input against the text-alignment inputs, along increasing CFG.
+FIDELITY = "fid"
+ALIGNMENT = ("clip", "pick")
 
 
 def compute_bounds(fid: Sequence[float], is_: Sequence[float], clip: Sequence[float],
@@ -75,12 +86,12 @@ def load_bounds(path: str | Path) -> dict[str, list[float]]:
 
 def add_mmhm(df: pd.DataFrame, by: Sequence[str] = ("suite", "dataset"), bounds: dict | None = None,
              exclude_families: Sequence[str] = ("real",)) -> pd.DataFrame:
-    """Add an ``mmhm`` column computed per comparison set (default: per dataset within a suite).
+    """Add an ``mmhm`` (`NAME`) column computed per comparison set (default: per dataset within a suite).
 
     Rows of excluded families (real-vs-real floors) and rows missing an input get NaN and do not shape bounds.
     """
     out = df.copy()
-    out["mmhm"] = np.nan
+    out[NAME] = np.nan
     cols = [COLUMNS[m] for m in METRICS]
     if any(c not in out.columns for c in cols) or out.empty:
         return out
@@ -89,5 +100,5 @@ def add_mmhm(df: pd.DataFrame, by: Sequence[str] = ("suite", "dataset"), bounds:
         eligible &= ~out["family"].isin(list(exclude_families))
     for _, idx in out[eligible].groupby(list(by), dropna=False).groups.items():
         sub = out.loc[idx, cols]
-        out.loc[idx, "mmhm"] = mmhm(*(sub[c].to_numpy() for c in cols), bounds=bounds)
+        out.loc[idx, NAME] = mmhm(*(sub[c].to_numpy() for c in cols), bounds=bounds)
     return out

@@ -2,20 +2,31 @@
 
 One transaction per cell (all its rows or none), so a killed run loses nothing already written and leaves
 no partial cell. ``bench.load(db)`` gives a tidy DataFrame: one row per cell, metric columns, MMHM.
+
+Every metric row carries what its value is (schema version 2): direction, label, unit and display format of
+the `bench.outputs.Output` its metric declared, and ``seq``, its place among the cell's rows (the suite's
+metric order, then each metric's result order). `outputs(db)` reads those back, one row per metric name, so
+presentation never imports a metric. A version-1 store is migrated on its first writable open, after a backup
+copy beside it (`bench.store_migrate`); a read-only open of one migrates nothing and `outputs` reads its
+rows through the frozen table of what version 1's names meant.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from bench import store_migrate
+from bench.outputs import Output
+
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -28,12 +39,18 @@ CREATE TABLE IF NOT EXISTS cells (
     status VARCHAR NOT NULL, error VARCHAR, config JSON, provenance JSON, seconds DOUBLE, finished TIMESTAMP);
 CREATE TABLE IF NOT EXISTS metrics (
     key VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, source VARCHAR, source_version VARCHAR,
-    options JSON, PRIMARY KEY (key, metric));
+    options JSON, higher_is_better BOOLEAN, label VARCHAR, unit VARCHAR, fmt VARCHAR, seq INTEGER,
+    PRIMARY KEY (key, metric));
 CREATE TABLE IF NOT EXISTS timings (
     key VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, unit VARCHAR, PRIMARY KEY (key, name));
 CREATE TABLE IF NOT EXISTS samples (
     key VARCHAR NOT NULL, sample_id INTEGER NOT NULL, label INTEGER, png BLOB, PRIMARY KEY (key, sample_id));
 """
+
+
+METRIC_COLUMNS = ("key", "metric", "value", "source", "source_version", "options", "higher_is_better", "label",
+                  "unit", "fmt", "seq")
+PER_CLASS = "/class/"                 # per-class drill-down rows (``clip_score/class/17``): long only, never ranked
 
 
 class StoreError(RuntimeError):
@@ -77,6 +94,8 @@ class ResultStore:
             _check_magic(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.version: int = SCHEMA_VERSION       # the schema read (an older one only when opened read-only)
+        self.backup: Path | None = None          # the copy written before a migration on this open
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=_CONFIG)
         except duckdb.IOException as e:
@@ -97,6 +116,11 @@ class ResultStore:
                 self.con.close()
                 raise StoreError(f"{self.path}: unreadable schema_version table ({e})") from None
             versions = sorted({r[0] for r in rows}, key=str)
+            if len(versions) == 1 and versions[0] in store_migrate.MIGRATIONS:
+                self.version = versions[0]
+                if not read_only:
+                    self._migrate()
+                return
             if versions != [SCHEMA_VERSION]:
                 self.con.close()
                 got = (f"schema version {', '.join(map(str, versions))}" if versions
@@ -106,6 +130,7 @@ class ResultStore:
                         "use the stepbench that wrote it (no migration to this version exists)")
                 raise StoreError(f"{self.path}: {got}, this stepbench reads version {SCHEMA_VERSION}; refusing to "
                                  f"read or write it: {hint}, or give a new --db")
+            self.version = SCHEMA_VERSION
             return
         if tables:
             self.con.close()
@@ -117,6 +142,19 @@ class ResultStore:
         self.con.execute(DDL)
         self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
         self.con.execute("COMMIT")
+        self.version = SCHEMA_VERSION
+
+    def _migrate(self) -> None:
+        """Bring an older store to `SCHEMA_VERSION`: a backup copy beside it, then each step in one transaction."""
+        try:
+            self.backup = store_migrate.backup(self.con, self.path, self.version)
+            while self.version != SCHEMA_VERSION:
+                store_migrate.MIGRATIONS[self.version](self.con)
+                self.version += 1
+        except (OSError, duckdb.Error) as e:
+            self.con.close()
+            raise StoreError(f"{self.path}: cannot migrate the store from schema version {self.version} to "
+                             f"{SCHEMA_VERSION} ({e}); it is unchanged") from None
 
     def close(self) -> None:
         self.con.close()
@@ -145,12 +183,14 @@ class ResultStore:
     def has(self, key: str) -> bool:
         return self.status(key) == "ok"
 
-    def write(self, key: str, row: dict[str, Any], metrics: dict[str, tuple[float, str, str, dict]],
+    def write(self, key: str, row: dict[str, Any], metrics: dict[str, tuple],
               timings: dict[str, tuple[float, str]], samples: list[tuple[int, int, bytes]] = ()) -> None:
         """One cell in one transaction: replaces any earlier rows of the same key.
 
-        ``row``: cell columns; ``metrics``: name -> (value, source metric, source version, options);
-        ``timings``: name -> (value, unit); ``samples``: (sample id, label, PNG bytes).
+        ``row``: cell columns; ``metrics``: name -> (value, source metric, source version, options, Output),
+        in display order (each row's ``seq`` is its place here); ``timings``: name -> (value, unit);
+        ``samples``: (sample id, label, PNG bytes). A 4-tuple without the Output (what version-1 callers
+        passed) is read as a version-1 row: `store_migrate.V1_OUTPUTS` tells its direction and label.
         """
         cols = ["run_id", "suite", "model_id", "adapter", "family", "dataset", "steps", "cfg", "solver", "seed",
                 "plan", "n", "status", "error", "config", "provenance", "seconds"]
@@ -165,8 +205,8 @@ class ResultStore:
                     self.con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
             self.con.execute(f"INSERT INTO cells (key, {', '.join(cols)}, finished) VALUES "
                              f"(?, {', '.join('?' * len(cols))}, ?)", [key, *values, _now()])
-            self._insert("metrics", [[key, name, float(v), src, ver, json.dumps(opt, default=str)]
-                                     for name, (v, src, ver, opt) in metrics.items()])
+            self._insert("metrics", [metric_row(key, seq, name, m) for seq, (name, m) in enumerate(metrics.items())],
+                         METRIC_COLUMNS)
             self._insert("timings", [[key, name, float(v), unit] for name, (v, unit) in timings.items()])
             self._insert("samples", [[key, int(i), int(y), png] for i, y, png in samples])
             self.con.execute("COMMIT")
@@ -174,13 +214,14 @@ class ResultStore:
             self.con.execute("ROLLBACK")
             raise
 
-    def _insert(self, table: str, rows: list[list], chunk: int = 256) -> None:
+    def _insert(self, table: str, rows: list[list], columns: tuple[str, ...] = (), chunk: int = 256) -> None:
         """Multi-row INSERT ... VALUES statements: DuckDB's executemany runs one statement per row (~1 ms each),
         about 9x slower for a cell's 35 metric rows."""
+        names = f" ({', '.join(columns)})" if columns else ""
         for i in range(0, len(rows), chunk):
             part = rows[i:i + chunk]
             one = f"({', '.join('?' * len(part[0]))})"
-            self.con.execute(f"INSERT INTO {table} VALUES {', '.join([one] * len(part))}",
+            self.con.execute(f"INSERT INTO {table}{names} VALUES {', '.join([one] * len(part))}",
                              [v for r in part for v in r])
 
     # -- reading ----------------------------------------------------------------------------------------------
@@ -195,6 +236,20 @@ class ResultStore:
             SELECT suite, count(*) AS cells, count(*) FILTER (WHERE status = 'ok') AS ok,
                    count(*) FILTER (WHERE status = 'failed') AS failed, max(finished) AS last_finished
             FROM cells GROUP BY suite ORDER BY suite""").df()
+
+
+def metric_row(key: str, seq: int, name: str, m: tuple) -> list:
+    """One ``metrics`` row (`METRIC_COLUMNS`) from a `ResultStore.write` entry."""
+    if len(m) == 5:
+        value, source, version, options, out = m
+        if not isinstance(out, Output):
+            raise TypeError(f"metric {name!r}: the fifth item must be a bench.outputs.Output, got {out!r}")
+    elif len(m) == 4:
+        (value, source, version, options), out = m, store_migrate.v1_output(name)[0]
+    else:
+        raise TypeError(f"metric {name!r}: expected (value, source, version, options, Output), got {len(m)} items")
+    d = (out.higher_is_better, out.label, out.unit, out.fmt) if out is not None else (None, None, None, None)
+    return [key, name, float(value), source, version, json.dumps(options, default=str), *d, seq]
 
 
 # What identifies a sweep point; a re-measurement of it (new weights, metric or code version) supersedes the old.
@@ -212,7 +267,7 @@ def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
         newest = cells.sort_values("finished", kind="stable").drop_duplicates(POINT, keep="last").index
         cells = cells.loc[cells.index.isin(newest)].reset_index(drop=True)
     # per-class drill-down rows (``clip_score/class/<id>``: 1000 per metric on ImageNet) stay long: `per_class`
-    metrics = con.execute("SELECT key, metric, value FROM metrics WHERE metric NOT LIKE '%/class/%'").df()
+    metrics = con.execute("SELECT key, metric, value FROM metrics WHERE NOT contains(metric, ?)", [PER_CLASS]).df()
     timings = con.execute("SELECT key, name, value FROM timings").df()
     wide = cells
     for long, col in ((metrics, "metric"), (timings, "name")):
@@ -230,8 +285,8 @@ def per_class(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
         df = store.con.execute("""
             SELECT m.key, c.model_id AS model, c.dataset, c.steps, c.cfg, split_part(m.metric, '/class/', 1) AS metric,
                    CAST(split_part(m.metric, '/class/', 2) AS INTEGER) AS class, m.value
-            FROM metrics m JOIN cells c USING (key) WHERE m.metric LIKE '%/class/%'
-            ORDER BY c.model_id, c.dataset, c.steps, c.cfg, metric, class""").df()
+            FROM metrics m JOIN cells c USING (key) WHERE contains(m.metric, ?)
+            ORDER BY c.model_id, c.dataset, c.steps, c.cfg, metric, class""", [PER_CLASS]).df()
     return df
 
 
@@ -240,3 +295,45 @@ def load(db: str | Path = "results/bench.duckdb", latest: bool = True) -> pd.Dat
     superseded measurements of the same sweep point too."""
     with ResultStore(db, read_only=True) as store:
         return tidy(store.con, latest=latest)
+
+
+OUTPUT_COLUMNS = ["metric", "higher_is_better", "label", "unit", "fmt", "source", "seq"]
+
+
+@contextmanager
+def _connection(con_or_db) -> Iterator[duckdb.DuckDBPyConnection]:
+    if isinstance(con_or_db, ResultStore):
+        yield con_or_db.con
+    elif isinstance(con_or_db, duckdb.DuckDBPyConnection):
+        yield con_or_db
+    else:
+        with ResultStore(con_or_db, read_only=True) as store:
+            yield store.con
+
+
+def outputs(con_or_db) -> pd.DataFrame:
+    """What each stored metric name is: one row per name (per-class rows left out), columns `OUTPUT_COLUMNS`
+    (``metric`` the name, its declared direction (True, False, or None for a companion statistic), label, unit,
+    display format, the metric that wrote it and ``seq``), in display order: by the smallest place the name
+    took among its cells' rows, then by name. Where cells disagree, the most recently finished cell's
+    declaration wins. ``con_or_db``: a `ResultStore`, a DuckDB connection to a store, or a store path."""
+    with _connection(con_or_db) as con:
+        cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'metrics'").fetchall()}
+        fields = ("m.higher_is_better, m.label, m.unit, m.fmt" if "higher_is_better" in cols else
+                  "NULL::BOOLEAN AS higher_is_better, NULL AS label, NULL AS unit, NULL AS fmt")
+        seq = "min(m.seq) OVER (PARTITION BY m.metric)" if "seq" in cols else "NULL::INTEGER"
+        df = con.execute(f"""
+            SELECT m.metric, {fields}, m.source, {seq} AS seq FROM metrics m LEFT JOIN cells c USING (key)
+            WHERE NOT contains(m.metric, ?)
+            QUALIFY row_number() OVER (PARTITION BY m.metric ORDER BY c.finished DESC NULLS LAST, m.key DESC) = 1
+            """, [PER_CLASS]).df()
+    if "higher_is_better" not in cols:          # a version-1 store opened read-only: what its names meant
+        known = [store_migrate.v1_output(n) for n in df["metric"]]
+        df["higher_is_better"] = [o.higher_is_better if o else None for o, _ in known]
+        for f in ("label", "unit", "fmt"):
+            df[f] = [getattr(o, f) if o else None for o, _ in known]
+        df["seq"] = [s for _, s in known]
+    df["higher_is_better"] = df["higher_is_better"].astype(object).where(df["higher_is_better"].notna(), None)
+    df["seq"] = pd.to_numeric(df["seq"]).astype("Int64")
+    return df.sort_values(["seq", "metric"], na_position="last", kind="stable")[OUTPUT_COLUMNS].reset_index(drop=True)

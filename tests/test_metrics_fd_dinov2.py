@@ -10,19 +10,14 @@ from bench.metrics.base import MetricError
 from bench.metrics.fd_dinov2 import FdDinov2
 from bench.mini import data
 from tests.images import TorchFidelityImages as _Images
+from tests.tiny_models import save_tiny_dinov2
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def tiny_dinov2(tmp_path_factory):
-    from transformers import Dinov2Config, Dinov2Model
-    torch.manual_seed(0)
-    model = Dinov2Model(Dinov2Config(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                                     patch_size=14, image_size=224))
-    d = tmp_path_factory.mktemp("tiny-dinov2")
-    model.save_pretrained(d)
-    return d
+    return save_tiny_dinov2(tmp_path_factory.mktemp("tiny-dinov2"))
 
 
 def test_fd_dinov2_equals_torch_fidelity_with_the_same_network(tmp_path, tiny_dinov2, monkeypatch):
@@ -60,5 +55,5 @@ def test_missing_dinov2_weights_give_one_clear_error(tmp_path, monkeypatch):
     m = FdDinov2({}, CPU, tmp_path)
     with pytest.raises(MetricError, match="facebook/dinov2-large.*huggingface-cli download"):
         m.version_key()
-    with pytest.raises(MetricError, match="unknown option 'modle'"):
+    with pytest.raises(MetricError, match="fd_dinov2: modle: unknown option \\(did you mean 'model'\\?\\)"):
         FdDinov2({"modle": "x"}, CPU, tmp_path)

@@ -22,6 +22,8 @@ from PIL import Image
 
 import bench
 from bench.cli import main
+from bench.outputs import Output
+from bench.report import directions as D
 from bench.report.leaderboard import leaderboard
 from bench.report.source import snapshot
 from bench.store import ResultStore
@@ -50,6 +52,10 @@ SWEEP = {
 }
 FAILED = ("d1", EVIL, "meanflow", 2, 3.0)
 LABELS = [3, 1, 4]                      # the labels of sample ids 0, 1, 2 (same seed, so same for every cell)
+# What the fixture's metric values are, as a metric would declare them (stored beside every value).
+OUTPUTS = {o.name: o for o in (Output("fid", False, "FID"), Output("is", True, "IS"), Output("kid", False, "KID"),
+                               Output("clip_score", True, "CLIP Score"), Output("pickscore", True, "PickScore"))}
+SPECS = D.from_declared(OUTPUTS.values())
 
 
 def key_of(dataset, model, steps, cfg):
@@ -77,9 +83,8 @@ def build_store(db):
     with ResultStore(db) as st:
         st.begin_run("fx", "fx.yaml", "0" * 64, {"git_sha": "abc123", "device": "cpu"})
         for i, ((dataset, model, family, steps, cfg), vals) in enumerate(SWEEP.items()):
-            metrics = {name: (v, "src", "v1", {}) for name, v in zip(("fid", "is", "clip_score", "pickscore"), vals)
-                       if v is not None}
-            metrics["kid"] = (vals[0] / 100, "src", "v1", {})
+            values = dict(zip(("fid", "is", "kid", "clip_score", "pickscore"), (*vals[:2], vals[0] / 100, *vals[2:])))
+            metrics = {name: (v, "src", "v1", {}, OUTPUTS[name]) for name, v in values.items() if v is not None}
             nfe = (steps or 1) * (2 if (cfg or 1.0) > 1 else 1)
             timings = {"nfe": (nfe, "evals/image"), "nfe_declared": (nfe, "evals/image"),
                        "latency_s": (0.01 * nfe + 0.001 * i, "s"), "throughput_ips": (100.0 / nfe, "images/s")}
@@ -152,7 +157,7 @@ def _pick(lb, model, tag):
 
 def test_leaderboard_picks_match_the_hand_worked_fixture(report):
     df = report.df
-    d1 = leaderboard(df[df["dataset"] == "d1"])
+    d1 = leaderboard(df[df["dataset"] == "d1"], SPECS)
     assert list(d1["model"]) == ["alpha", EVIL, "real-vs-real"]            # by MMHM-best; no-MMHM floor last
     assert _pick(d1, "alpha", "mmhm-best") == (key_of("d1", "alpha", 4, 3.0), False)
     assert _pick(d1, "alpha", "fid-best")[0] == key_of("d1", "alpha", 4, 1.0)
@@ -162,7 +167,7 @@ def test_leaderboard_picks_match_the_hand_worked_fixture(report):
     assert best == pytest.approx(4 / (1 / (1e-3 + 28 / 30) + 3 / (1 + 1e-3)), rel=1e-9)
     floor = d1[d1["model"] == "real-vs-real"].iloc[0]
     assert pd.isna(floor["mmhm-best key"]) and floor["fid-best fid"] == 0.5 and pd.isna(floor["picks agree"])
-    d2 = leaderboard(df[df["dataset"] == "d2"])
+    d2 = leaderboard(df[df["dataset"] == "d2"], SPECS)
     assert list(d2["model"]) == ["alpha", EVIL]
     assert _pick(d2, "alpha", "mmhm-best") == (key_of("d2", "alpha", 4, 1.0), True)
     assert _pick(d2, EVIL, "fid-best") == (key_of("d2", EVIL, 1, 1.0), True)
@@ -171,19 +176,20 @@ def test_leaderboard_picks_match_the_hand_worked_fixture(report):
 
 def test_html_leaderboards_mark_disagreement(report):
     lbs = [t for name, t in report.tables.items() if name.startswith("lb")]
-    assert len(lbs) == 2 and all(len(r.cells) == 18 for t in lbs for r in t)   # one per dataset
+    # per pick: config, MMHM and the five stored ranked metrics, NFE, latency
+    assert len(lbs) == 2 and all(len(r.cells) == 2 + 2 * 9 for t in lbs for r in t)   # one per dataset
     d1, d2 = lbs
     assert [r.cells[0].v for r in d1] == ["alpha", EVIL, "real-vs-real"]   # parser unescapes: v is the name
     alpha = d1[0]
     assert alpha.cls == "disagree" and alpha.cells[1].text == "differ"
-    assert alpha.cells[2].text == "4 steps, cfg 3" and alpha.cells[10].text == "4 steps, cfg 1"
+    assert alpha.cells[2].text == "4 steps, cfg 3" and alpha.cells[11].text == "4 steps, cfg 1"
     assert alpha.cells[2].title == f"cell key {key_of('d1', 'alpha', 4, 3.0)}"
-    assert [alpha.cells[i].text for i in (3, 4, 11, 12)] == ["0.9835", "12", "0.4718", "10"]   # MMHM, FID
+    assert [alpha.cells[i].text for i in (3, 4, 12, 13)] == ["0.9835", "12", "0.4718", "10"]   # MMHM, FID
     assert [r.cells[1].text for r in d2] == ["yes", "yes"] and not any(r.cls for r in d2)
     floor = d1[2]
     assert floor.cells[2].text == "–" and "by design" in floor.cells[2].title
-    assert floor.cells[10].text == "(no steps or CFG)" and [floor.cells[i].text for i in (11, 12)] == ["–", "0.5"]
-    assert "by design" in floor.cells[11].title
+    assert floor.cells[11].text == "(no steps or CFG)" and [floor.cells[i].text for i in (12, 13)] == ["–", "0.5"]
+    assert "by design" in floor.cells[12].title
 
 
 def test_markdown_leaderboard(report):
@@ -191,7 +197,7 @@ def test_markdown_leaderboard(report):
     assert "## d1" in md and "## d2" in md and "# fx: leaderboards" in md
     alpha_d1 = next(line for line in md.split("## d2")[0].splitlines() if line.startswith("| alpha |"))
     cells = [c.strip() for c in alpha_d1.strip("|").split("|")]
-    assert cells[2] == "4 steps, cfg 3" and cells[8] == "4 steps, cfg 1" and cells[-1] == "**NO**"
+    assert cells[2] == "4 steps, cfg 3" and cells[10] == "4 steps, cfg 1" and cells[-1] == "**NO**"
     assert cells[3] == "0.9835"                                                 # MMHM, 4 significant digits
     d2 = md.split("## d2")[1]
     assert "**NO**" not in d2 and d2.count("| yes |") == 2
@@ -220,21 +226,6 @@ def test_plot_titles_carry_declared_directions(report):
         assert t in steps, t
     assert "FID (lower is better)" in (report.dir / "tradeoff-d2.svg").read_text()
     assert "Pareto front" in (report.dir / "latency-d1.svg").read_text()
-
-
-def test_directions_come_from_the_metric_declarations(monkeypatch):
-    from bench.metrics.fid_is_kid import FidIsKid
-    from bench.report import directions as D
-    D.metric_specs.cache_clear()
-    try:
-        monkeypatch.setattr(FidIsKid, "outputs", {"fid": True, "is": True, "kid": False})
-        assert D.title("fid") == "FID (higher is better)"
-        monkeypatch.undo()
-        D.metric_specs.cache_clear()
-        assert D.title("fid") == "FID (lower is better)" and D.spec("kid").arrow == "↓"
-        assert D.title("clip_score") == "CLIP Score (higher is better)" and D.spec("mmhm").higher_is_better
-    finally:
-        D.metric_specs.cache_clear()
 
 
 def test_page_is_self_contained(report):
@@ -360,16 +351,16 @@ def test_many_models_get_one_legend_entry_per_model(figures):
     P = figures.P
     df = _synthetic_frame(25)                                             # 25 models x 3 CFG = 75 series
     for x in ("steps", "cfg"):
-        assert isinstance(P.against(df, "d", x, figures.out), P.Plot)
-    assert isinstance(P.tradeoff(df, "d", figures.out), P.Plot)
+        assert isinstance(P.against(df, "d", x, figures.out, SPECS), P.Plot)
+    assert isinstance(P.tradeoff(df, "d", figures.out, SPECS), P.Plot)
     models = [f"m{i:02d}" for i in range(25)]
     for fig, other in zip(figures.figs, ("CFG", "step count", "step count")):
         assert _legend_texts(fig) == models
         assert f"shade: {other}, lighter" in fig.get_suptitle()
     small = _synthetic_frame(3, cfgs=(1.0, 2.0))                          # 6 series: the detailed legend stays
     figures.figs.clear()
-    P.against(small, "d", "steps", figures.out)
-    P.tradeoff(small, "d", figures.out)
+    P.against(small, "d", "steps", figures.out, SPECS)
+    P.tradeoff(small, "d", figures.out, SPECS)
     steps_fig, trade_fig = figures.figs
     assert _legend_texts(steps_fig) == [f"m{i:02d} cfg {c:g}" for i in range(3) for c in (1.0, 2.0)]
     assert _legend_texts(trade_fig) == [f"m{i:02d} steps={s}" for i in range(3) for s in (1, 2, 4)]
@@ -381,7 +372,7 @@ def test_tradeoff_draws_one_arrow_per_finite_consecutive_pair_along_cfg(figures)
     P = figures.P
     holes = {(0, 1, 2.0), (1, 4, 1.0), (2, 2, 3.0), (2, 2, 1.0)}
     df = _synthetic_frame(3, cfgs=(3.0, 1.0, 2.0), holes=holes)          # stored out of CFG order
-    assert isinstance(P.tradeoff(df, "d", figures.out), P.Plot)
+    assert isinstance(P.tradeoff(df, "d", figures.out, SPECS), P.Plot)
     (fig,) = figures.figs
     expected = []
     for (_m, _s), g in df.groupby(["model", "steps"]):

@@ -174,14 +174,15 @@ def _versioned(tmp_path: Path, version) -> Path:
 
 
 @pytest.mark.parametrize("version,expect", [
-    (0, "schema version 0, this stepbench reads version 1; refusing to read or write it: use the stepbench that "
+    (0, "schema version 0, this stepbench reads version 2; refusing to read or write it: use the stepbench that "
         "wrote it"),
-    (999, "schema version 999, this stepbench reads version 1; refusing to read or write it: written by a newer "
+    (999, "schema version 999, this stepbench reads version 2; refusing to read or write it: written by a newer "
           "stepbench; upgrade stepbench"),
     (None, "no schema version recorded"),
 ])
 def test_other_schema_versions_are_refused_never_misread(tmp_path, version, expect):
-    assert SCHEMA_VERSION == 1
+    """Version 1 is migrated (tests/test_store_migrate.py); any other version but the current one is refused."""
+    assert SCHEMA_VERSION == 2
     db = _versioned(tmp_path, version)
     before = _files(db)
     suite = tmp_path / "toy.yaml"

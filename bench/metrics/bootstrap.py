@@ -7,9 +7,14 @@ The reference set is held fixed: the interval reflects the finite generated samp
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
+from pydantic import Field
+
+# Option types shared by the metrics that offer an interval (``bootstrap`` resamples, 0 = off; a level in (0, 1)).
+Resamples = Annotated[int, Field(ge=0, description="bootstrap resamples (0 = off)")]
+Level = Annotated[float, Field(gt=0, lt=1, description="confidence level of the interval")]
 
 
 def resample_indices(n: int, resamples: int, seed: int) -> torch.Tensor:
@@ -36,11 +41,3 @@ def statistic_ci(rows: torch.Tensor, statistic: Callable[[torch.Tensor], float],
     """CI of any statistic of the rows (e.g. FID of resampled features: one covariance + sqrtm per resample)."""
     idx = resample_indices(len(rows), resamples, seed)
     return percentile_ci(torch.tensor([statistic(rows[i]) for i in idx], dtype=torch.float64), level)
-
-
-def check_options(name: str, resamples, level) -> None:
-    from bench.metrics.base import MetricError
-    if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 0:
-        raise MetricError(f"{name}: bootstrap must be a non-negative integer (resamples; 0 = off), got {resamples!r}")
-    if not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise MetricError(f"{name}: bootstrap_level must be in (0, 1), got {level!r}")

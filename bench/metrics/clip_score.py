@@ -17,14 +17,17 @@ drill-down (``per_class``), and a seeded percentile bootstrap interval ``<metric
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 
 from bench.hub import WeightsNotFound, resolve_weights
 from bench.metrics import bootstrap
-from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
+from bench.metrics.base import Metric, MetricError, PerSampleAccumulator, StrictOptions, companion, fixed_shape_forward
+from bench.metrics.bootstrap import Level, Resamples
 from bench.metrics.clip_preprocess import preprocess_uint8
+from bench.outputs import Output
 from bench.provenance import sha256_path
 
 
@@ -139,24 +142,42 @@ def make_backend(opt: dict[str, Any], device: torch.device):
     raise MetricError(f"unknown backend {backend!r}; expected transformers, open_clip or mini")
 
 
-class ClipScore:
+class ClipScoreOptions(StrictOptions):
+    """Options of `ClipScore`: the backend and model, clamping, batching, per-class rows and the interval."""
+    backend: Literal["transformers", "open_clip", "mini"] = "transformers"
+    model: str = "openai/clip-vit-base-patch16"
+    processor: str | None = None                 # transformers: another processor than the model's own
+    pretrained: str | None = None                # open_clip: a pretrained tag or a weights file
+    clamp: bool = False
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    per_class: bool = True
+    bootstrap: Resamples = 1000
+    bootstrap_seed: int = 2020
+    bootstrap_level: Level = 0.95
+
+
+class PickScoreOptions(ClipScoreOptions):
+    """`ClipScoreOptions` with PickScore's model and processor as defaults."""
+    model: str = "yuvalkirstain/PickScore_v1"
+    processor: str | None = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+
+def score_outputs(name: str, label: str) -> tuple[Output, ...]:
+    """What `ClipScore.summarize` returns for a metric called ``name``: the mean (ranked, higher is better), its
+    std and bootstrap interval, and the per-class means ``<name>/class/<label id>``."""
+    return (Output(name, True, label), companion(f"{name}_std", label, "std"),
+            companion(f"{name}_ci_low", label, "CI low"), companion(f"{name}_ci_high", label, "CI high"),
+            Output(f"{name}/class/*", None, f"{label} per class"))
+
+
+class ClipScore(Metric):
     name = "clip_score"
     version = "clip_score-2"
-    outputs = {"clip_score": True}
-    defaults = {"backend": "transformers", "model": "openai/clip-vit-base-patch16", "processor": None,
-                "pretrained": None, "clamp": False, "batch_size": 64, "per_class": True,
-                "bootstrap": 1000, "bootstrap_seed": 2020, "bootstrap_level": 0.95}
+    Options = ClipScoreOptions
+    outputs = score_outputs("clip_score", "CLIP Score")
 
-    def __init__(self, options: dict[str, Any], device: torch.device, cache_dir: Path):
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise MetricError(f"{self.name}: unknown option {unknown[0]!r}; known: {', '.join(self.defaults)}")
-        self.opt = {**self.defaults, **options}
-        if self.opt["backend"] not in ("transformers", "open_clip", "mini"):
-            raise MetricError(f"{self.name}: unknown backend {self.opt['backend']!r}; expected transformers, "
-                              f"open_clip or mini")
-        bootstrap.check_options(self.name, self.opt["bootstrap"], self.opt["bootstrap_level"])
-        self.device = device
+    def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
+        super().__init__(options, device, cache_dir)
         self._backend = None
         self._text_cache: dict[str, torch.Tensor] = {}
 
@@ -192,7 +213,7 @@ class ClipScore:
 
     def summarize(self, s: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Per-image scores (in sample-id order) -> mean, std, bootstrap interval and per-class means."""
-        o, out = self.opt, next(iter(self.outputs))
+        o, out = self.opt, self.name
         res = {out: float(s.mean()), f"{out}_std": float(s.std()) if len(s) > 1 else 0.0}
         if o["bootstrap"]:
             res[f"{out}_ci_low"], res[f"{out}_ci_high"] = bootstrap.mean_ci(
@@ -215,9 +236,8 @@ class ClipScore:
 class PickScore(ClipScore):
     name = "pickscore"
     version = "pickscore-2"
-    outputs = {"pickscore": True}
-    defaults = {**ClipScore.defaults, "model": "yuvalkirstain/PickScore_v1",
-                "processor": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"}
+    Options = PickScoreOptions
+    outputs = score_outputs("pickscore", "PickScore")
 
     def scale(self) -> float:
         return self.backend.logit_scale()

@@ -11,17 +11,19 @@ float64 and the distance is torch-fidelity's. Reference features are cached by c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch_fidelity
+from pydantic import Field
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
 from bench.hub import WeightsNotFound, resolve_weights
-from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
+from bench.metrics.base import Metric, MetricError, PerSampleAccumulator, StrictOptions, fixed_shape_forward
 from bench.metrics.clip_score import _folder_id
 from bench.metrics.refcache import RefCache, library_versions
+from bench.outputs import Output
 
 INPUT_SIZE = 224
 MEAN = (0.485, 0.456, 0.406)
@@ -29,18 +31,20 @@ STD = (0.229, 0.224, 0.225)
 PREPROCESS = "uint8 -> float, TF1-compatible bilinear resize to 224x224, ImageNet mean/std (torch-fidelity dinov2)"
 
 
-class FdDinov2:
+class FdDinov2Options(StrictOptions):
+    """Options of `FdDinov2`: the DINOv2 weights (hub id, local folder or ``$VAR``) and the batch size."""
+    model: str = "facebook/dinov2-large"
+    batch_size: Annotated[int, Field(ge=1)] = 64
+
+
+class FdDinov2(Metric):
     name = "fd_dinov2"
     version = "fd_dinov2-1"
-    outputs = {"fd_dinov2": False}
-    defaults = {"model": "facebook/dinov2-large", "batch_size": 64}
+    Options = FdDinov2Options
+    outputs = (Output("fd_dinov2", False, "FD-DINOv2"),)
 
-    def __init__(self, options: dict[str, Any], device: torch.device, cache_dir: Path):
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise MetricError(f"{self.name}: unknown option {unknown[0]!r}; known: {', '.join(self.defaults)}")
-        self.opt = {**self.defaults, **options}
-        self.device = device
+    def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
+        super().__init__(options, device, cache_dir)
         self.cache = RefCache(cache_dir)
         self._model = None
         self._path: Path | None = None

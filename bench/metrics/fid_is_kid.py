@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch_fidelity
+from pydantic import Field
 from safetensors.torch import load_file
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
@@ -27,20 +28,41 @@ from torch_fidelity.utils import create_feature_extractor
 
 from bench.hub import WeightsNotFound, resolve_weights
 from bench.metrics import bootstrap, prc
-from bench.metrics.base import MetricError, PerSampleAccumulator, fixed_shape_forward
+from bench.metrics.base import Metric, MetricError, PerSampleAccumulator, StrictOptions, companion, fixed_shape_forward
+from bench.metrics.bootstrap import Level, Resamples
 from bench.metrics.refcache import RefCache, library_versions
+from bench.outputs import Output
 from bench.provenance import sha256_path
 
 # Extractors that stepbench ships and registers on first use (torch-fidelity's own are always there).
 EXTRA_EXTRACTORS = {"mini-classifier": "bench.mini.metric_nets:register"}
-DEFAULTS = {
-    "feature_extractor": "inception-v3-compat", "feature_extractor_weights_path": None,
-    "feature_layer_fid": None, "feature_layer_isc": None, "isc_splits": 10, "isc_seed": 2020,
-    "kid_subsets": 100, "kid_subset_size": 1000, "kid_seed": 2020, "kid_kernel_poly_degree": 3,
-    "kid_kernel_poly_gamma": None, "kid_kernel_poly_coef0": 1, "batch_size": 64,
-    "prc": True, "prc_neighborhood": 3, "prc_batch_size": 10000,
-    "bootstrap": 0, "bootstrap_seed": 2020, "bootstrap_level": 0.95,
-}
+# Batch and count options are positive integers.
+Positive = Annotated[int, Field(ge=1)]
+
+
+class FidIsKidOptions(StrictOptions):
+    """Options of `FidIsKid` (the defaults are torch-fidelity's, except the seeded IS permutation)."""
+    feature_extractor: str = "inception-v3-compat"       # any torch-fidelity extractor (checked when built)
+    feature_extractor_weights_path: str | None = None
+    feature_layer_fid: str | None = None                  # None: the extractor's default layer
+    feature_layer_isc: str | None = None
+    isc_splits: Positive = 10
+    isc_seed: int = 2020
+    kid_subsets: Positive = 100
+    kid_subset_size: Positive = 1000
+    kid_seed: int = 2020
+    kid_kernel_poly_degree: int = 3
+    kid_kernel_poly_gamma: float | None = None
+    kid_kernel_poly_coef0: float = 1.0
+    batch_size: Positive = 64
+    prc: bool = True
+    prc_neighborhood: Positive = 3
+    prc_batch_size: Positive = 10000
+    bootstrap: Resamples = 0
+    bootstrap_seed: int = 2020
+    bootstrap_level: Level = 0.95
+
+
 INCEPTION_ENV = "STEPBENCH_INCEPTION_WEIGHTS"
 # How each extractor turns uint8 images into its input (part of the reference-cache key and of every row).
 PREPROCESS = {"inception-v3-compat": "uint8 -> float, TF1-compatible bilinear resize to 299x299, no antialias"}
@@ -55,20 +77,17 @@ def _ensure_registered(name: str) -> None:
         raise MetricError(f"fid_is_kid: unknown feature_extractor {name!r}; known: {', '.join(known)}")
 
 
-class FidIsKid:
+class FidIsKid(Metric):
     name = "fid_is_kid"
     version = "fid_is_kid-2"
-    defaults = DEFAULTS
-    # primary values and their direction; *_std and the fid_ci_* interval ride along
-    outputs = {"fid": False, "is": True, "kid": False, "precision": True, "recall": True}
+    Options = FidIsKidOptions
+    outputs = (Output("fid", False, "FID"), Output("is", True, "IS"), companion("is_std", "IS", "std"),
+               Output("kid", False, "KID"), companion("kid_std", "KID", "std"),
+               Output("precision", True, "Precision"), Output("recall", True, "Recall"),
+               companion("fid_ci_low", "FID", "CI low"), companion("fid_ci_high", "FID", "CI high"))
 
-    def __init__(self, options: dict[str, Any], device: torch.device, cache_dir: Path):
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise MetricError(f"fid_is_kid: unknown option {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
-        self.opt = {**DEFAULTS, **options}
-        bootstrap.check_options(self.name, self.opt["bootstrap"], self.opt["bootstrap_level"])
-        self.device, self.cache_dir = device, Path(cache_dir)
+    def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
+        super().__init__(options, device, cache_dir)
         self.cache = RefCache(self.cache_dir)
         name = self.opt["feature_extractor"]
         _ensure_registered(name)

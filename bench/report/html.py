@@ -16,10 +16,22 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report import directions as D
-from bench.report.leaderboard import TAGS, board_view, fmt, is_missing, lacking_mmhm, leaderboard
+from bench.report.directions import Specs
+from bench.report.leaderboard import (
+    COST,
+    PICKS,
+    TAGS,
+    board_metrics,
+    board_view,
+    fmt,
+    is_missing,
+    lacking_mmhm,
+    leaderboard,
+)
 
-SWEEP_COLS = ["dataset", "model", "family", "steps", "cfg", "solver", "seed", "status", "fid", "is", "kid",
-              "clip_score", "pickscore", "mmhm", "nfe", "nfe_declared", "latency_s", "throughput_ips"]
+# The sweep table: these cell columns, every ranked metric of the suite (`Specs.ranked`), these timings.
+SWEEP_HEAD = ["dataset", "model", "family", "steps", "cfg", "solver", "seed", "status"]
+SWEEP_TAIL = ["nfe", "nfe_declared", "latency_s", "throughput_ips"]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2329;background:#fafbfc}
@@ -106,8 +118,10 @@ def _data_v(v) -> str:
     return str(v)
 
 
-def td(v, cls: str = "", title: str | None = None, text: str | None = None) -> str:
-    """A table cell: escaped text, sort value in data-v, '–' (class na) for missing."""
+def td(v, cls: str = "", title: str | None = None, text: str | None = None,
+       spec: D.MetricSpec | None = None) -> str:
+    """A table cell: escaped text (a metric's value in its stored format), sort value in data-v, '–' (class
+    na) for missing."""
     missing = is_missing(v) and text is None
     classes = " ".join(c for c in (cls, "na" if missing else "") if c)
     attrs = f' data-v="{escape(_data_v(v))}"'
@@ -115,7 +129,7 @@ def td(v, cls: str = "", title: str | None = None, text: str | None = None) -> s
         attrs += f' class="{classes}"'
     if title:
         attrs += f' title="{escape(title)}"'
-    body = text if text is not None else escape(fmt(v))
+    body = text if text is not None else escape(fmt(v, spec))
     return f"<td{attrs}>{body}</td>"
 
 
@@ -129,21 +143,20 @@ def th(label: str, cls: str = "", title: str | None = None) -> str:
 SHORT = {"nfe": "NFE", "nfe_declared": "NFE decl.", "latency_s": "latency s", "throughput_ips": "img/s"}
 
 
-def col_label(c: str) -> str:
-    specs = D.metric_specs()
-    return f"{D.label(c)} {specs[c].arrow}" if c in specs else SHORT.get(c, D.label(c))
+def col_label(c: str, specs: Specs) -> str:
+    """A compact header: a metric's label plus its stored direction arrow, or a timing's short name."""
+    return f"{specs.label(c)} {specs.arrow(c)}".strip() if c in specs else SHORT.get(c, specs.label(c))
 
 
-def col_title(c: str) -> str | None:
-    specs = D.metric_specs()
+def col_title(c: str, specs: Specs) -> str | None:
     if c in specs:
         s = specs[c]
         return f"{s.title}; declared by {s.source}"
-    return D.label(c) if c in SHORT else None
+    return specs.label(c) if c in SHORT else None
 
 
 def _mmhm_reason(r: pd.Series) -> str | None:
-    if not is_missing(r.get("mmhm")):
+    if not is_missing(r.get(PICKS[0][1])):
         return None
     if r.get("status") != "ok":
         return "failed cell: no metrics"
@@ -176,19 +189,7 @@ def _header(suite: str, sdf: pd.DataFrame, prov: pd.DataFrame, db: str | None) -
             f"written {when}{runs}</p>")
 
 
-LB_METRICS = ("mmhm", "fid", "is", "clip_score", "pickscore", "nfe", "latency_s")
-LB_SHORT = {"clip_score": "CLIP", "pickscore": "Pick"}
-
-
-def lb_label(c: str) -> str:
-    """A compact header: the short name plus the declared direction arrow."""
-    specs = D.metric_specs()
-    if c in specs:
-        return f"{LB_SHORT.get(c, D.label(c))} {specs[c].arrow}"
-    return SHORT.get(c, D.label(c))
-
-
-def _leaderboards(sdf: pd.DataFrame) -> str:
+def _leaderboards(sdf: pd.DataFrame, specs: Specs) -> str:
     out = ["<h2 id=leaderboards>Leaderboards</h2>",
            "<p>Per dataset, each model's best configuration by MMHM (blue) next to its FID-best configuration "
            "(orange), over ok cells; MMHM is computed per dataset. <b>picks agree</b> says "
@@ -196,14 +197,15 @@ def _leaderboards(sdf: pd.DataFrame) -> str:
            "clicking its header). "
            "Real-vs-real is each metric's floor (no MMHM by design). Hover a config for its cell key.</p>"]
     for dataset, g in sdf.groupby("dataset", sort=True):
-        lb = leaderboard(g)
-        view = board_view(lb)
+        lb = leaderboard(g, specs)
+        shown = board_metrics(g, specs) + COST
+        view = board_view(lb, board_metrics(g, specs))
         by_key = {r["key"]: r for _, r in g.iterrows()}
         heads = [th("model", "t", "model (family below)"),
                  th("picks agree", "", "do the MMHM-best and FID-best picks name the same cell?")]
         for tag, cls in zip(TAGS, ("m", "f")):
             heads.append(th(f"{tag}: config", f"t {cls}"))
-            heads += [th(lb_label(c), cls, col_title(c) or D.label(c)) for c in LB_METRICS]
+            heads += [th(col_label(c, specs), cls, col_title(c, specs) or specs.label(c)) for c in shown]
         rows = []
         for (_, r), (_, full) in zip(view.iterrows(), lb.iterrows()):
             agree = r["picks agree"]
@@ -219,11 +221,11 @@ def _leaderboards(sdf: pd.DataFrame) -> str:
                     tip = ("no MMHM for this model: real-vs-real has none by design" if r["family"] == "real"
                            else f"no MMHM: {D.MMHM_WHY}")
                 cells.append(td(r[f"{tag} config"] if isinstance(k, str) else None, f"t {cls}", tip))
-                for c in LB_METRICS:
+                for c in shown:
                     v = r[f"{tag} {c}"]
-                    why = (_mmhm_reason(by_key[k]) if c == "mmhm" and is_missing(v) and isinstance(k, str)
+                    why = (_mmhm_reason(by_key[k]) if c == PICKS[0][1] and is_missing(v) and isinstance(k, str)
                            else None)
-                    cells.append(td(v, cls, why))
+                    cells.append(td(v, cls, why, spec=specs.get(c)))
             cls = " class=disagree" if agree is False else ""
             rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
         if lb.empty:
@@ -267,7 +269,7 @@ def _failed(sdf: pd.DataFrame) -> str:
 
 def _plots(plots, skipped: list[str], out_dir: Path) -> str:
     out = ["<h2 id=plots>Plots</h2>", "<p>Each figure also as <b>SVG</b> (link under it). Directions in titles "
-           "come from each metric's declaration.</p>"]
+           "come from each metric's declaration, stored beside its values.</p>"]
     for dataset in sorted({p.dataset for p in plots}):
         out.append(f"<h3>{escape(dataset)}</h3>")
         for p in (p for p in plots if p.dataset == dataset):
@@ -280,8 +282,8 @@ def _plots(plots, skipped: list[str], out_dir: Path) -> str:
     return "\n".join(out)
 
 
-def _grids(grids) -> str:
-    out = ["<h2 id=grids>Sample grids</h2>"]
+def _grids(grids, specs: Specs) -> str:
+    out, (_, mm), (_, fid) = ["<h2 id=grids>Sample grids</h2>"], *PICKS
     if not grids:
         return out[0] + "<p class=note>No kept samples in the store (suite <code>keep_samples: 0</code>?).</p>"
     out.append("<p>The same sample ids across every model, step count and CFG scale: sample <i>i</i>'s noise and "
@@ -296,7 +298,7 @@ def _grids(grids) -> str:
             uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
             tip = f"cell key {r['key']}"
             rows.append(f"<tr>{td(r['model'], 't', tip)}{td(r['steps'])}{td(r['cfg'])}{td(r.get('solver'), 't')}"
-                        f"{td(r.get('fid'))}{td(r.get('mmhm'), '', _mmhm_reason(r))}"
+                        f"{td(r.get(fid), spec=specs.get(fid))}{td(r.get(mm), '', _mmhm_reason(r))}"
                         f"<td><img class=strip src='{uri}' alt='samples of {escape(str(r['model']))}' "
                         f"title='{escape(tip)}'></td></tr>")
         note = f"<p class=note>{escape(g.note)}</p>" if g.note else ""
@@ -304,7 +306,7 @@ def _grids(grids) -> str:
                    f"{escape(fmt(g.seed))} <small>({len(g.rows)} cells)</small></h3></summary>{note}"
                    "<div class=scroll><table class=grid>"
                    f"<thead><tr><th class=t>model</th><th>steps</th><th>cfg</th><th class=t>solver</th>"
-                   f"<th>{escape(col_label('fid'))}</th><th>{escape(col_label('mmhm'))}</th>"
+                   f"<th>{escape(col_label(fid, specs))}</th><th>{escape(col_label(mm, specs))}</th>"
                    f"<th class=t><div class=ids>{ids}</div></th></tr></thead><tbody>{''.join(rows)}</tbody>"
                    "</table></div></details>")
     return "\n".join(out)
@@ -325,12 +327,13 @@ def _provenance_block(r: pd.Series, p: dict | None) -> str:
             f"<pre>{escape(text)}</pre></details></td>")
 
 
-def _sweep(sdf: pd.DataFrame, prov: pd.DataFrame | None) -> str:
-    cols = [c for c in SWEEP_COLS if c in sdf.columns]
+def _sweep(sdf: pd.DataFrame, prov: pd.DataFrame | None, specs: Specs) -> str:
+    cols = [c for c in SWEEP_HEAD + specs.ranked(sdf) + SWEEP_TAIL if c in sdf.columns]
     pmap = {} if prov is None or prov.empty else {r["key"]: r.to_dict() for _, r in prov.iterrows()}
     text_cols = {"dataset", "model", "family", "solver", "status"}
-    heads = "".join(th(lb_label(c) if c != "cfg" else "cfg", "t" if c in text_cols else "", col_title(c) or D.label(c))
-                    for c in cols) + th("key", "t", "cell key: open for config and provenance")
+    heads = "".join(th(col_label(c, specs) if c != "cfg" else "cfg", "t" if c in text_cols else "",
+                       col_title(c, specs) or specs.label(c)) for c in cols)
+    heads += th("key", "t", "cell key: open for config and provenance")
     rows = []
     for _, r in sdf.iterrows():
         tip = (f"cell key {r['key']}\n{r['model']} on {r['dataset']} · steps {fmt(r.get('steps'))} · "
@@ -339,12 +342,12 @@ def _sweep(sdf: pd.DataFrame, prov: pd.DataFrame | None) -> str:
         cells = []
         for c in cols:
             v = r[c]
-            if c == "mmhm":
+            if c == PICKS[0][1]:
                 cells.append(td(v, "", _mmhm_reason(r)))
             elif c == "status" and r["status"] != "ok":
                 cells.append(td(v, "t", f"error: {r.get('error')}"))
             else:
-                cells.append(td(v, "t" if c in text_cols else ""))
+                cells.append(td(v, "t" if c in text_cols else "", spec=specs.get(c)))
         cells.append(_provenance_block(r, pmap.get(r["key"])))
         cls = " class=failed" if r["status"] != "ok" else ""
         rows.append(f"<tr{cls} title=\"{escape(tip)}\">{''.join(cells)}</tr>")
@@ -356,10 +359,11 @@ def _sweep(sdf: pd.DataFrame, prov: pd.DataFrame | None) -> str:
 
 
 def page(suite: str, sdf: pd.DataFrame, plots, skipped: list[str], grids, prov: pd.DataFrame | None,
-         out_dir: Path, db: str | None = None) -> str:
+         out_dir: Path, specs: Specs, db: str | None = None) -> str:
+    """The whole page of one suite; ``specs`` (`bench.report.directions`) tells each column what it is."""
     body = "\n".join([
-        _header(suite, sdf, prov, db), _leaderboards(sdf), _mmhm_note(sdf), _failed(sdf),
-        _plots(plots, skipped, out_dir), _grids(grids), _sweep(sdf, prov)])
+        _header(suite, sdf, prov, db), _leaderboards(sdf, specs), _mmhm_note(sdf), _failed(sdf),
+        _plots(plots, skipped, out_dir), _grids(grids, specs), _sweep(sdf, prov, specs)])
     nav = "".join(f"<a href='#{a}'>{t}</a>" for a, t in (("leaderboards", "Leaderboards"), ("mmhm", "MMHM"),
                                                          ("failed", "Failed"), ("plots", "Plots"),
                                                          ("grids", "Samples"), ("sweep", "Sweep")))

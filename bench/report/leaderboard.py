@@ -1,7 +1,9 @@
 """Per-dataset leaderboards: each model's best configuration by MMHM beside its FID-best configuration.
 
-``leaderboard(df)`` is the data (one row per model); ``markdown(df)`` renders a suite's leaderboards as
-Markdown. The HTML page renders the same frame (bench.report.html).
+``leaderboard(df, specs)`` is the data (one row per model); ``markdown(df, suite, specs)`` renders a suite's
+leaderboards as Markdown. The HTML page renders the same frame (bench.report.html). The two picks are part of
+the leaderboard's definition (MMHM and its fidelity input, both from `bench.composite`; each picked by its
+stored direction); every other ranked metric in the frame (`Specs.ranked`) is shown beside them.
 """
 
 from __future__ import annotations
@@ -10,10 +12,26 @@ import html
 
 import pandas as pd
 
-from bench.report.directions import MMHM_COLUMNS, MMHM_WHY, metric_specs
+from bench import composite
+from bench.report.directions import MMHM_COLUMNS, MMHM_WHY, MetricSpec, Specs
 
-PICK = ["key", "steps", "cfg", "solver", "fid", "is", "clip_score", "pickscore", "mmhm", "nfe", "latency_s"]
-TAGS = ("mmhm-best", "fid-best")
+# (tag, the column that picks the configuration)
+PICKS = ((f"{composite.NAME}-best", composite.NAME),
+         (f"{composite.COLUMNS[composite.FIDELITY]}-best", composite.COLUMNS[composite.FIDELITY]))
+TAGS = tuple(tag for tag, _ in PICKS)
+CONFIG = ["key", "steps", "cfg", "solver"]
+COST = ["nfe", "latency_s"]                 # timing columns shown beside the metrics
+
+
+def _up(specs: Specs, col: str) -> bool:
+    """Whether a pick column is picked at its maximum (its stored direction; lower is the default)."""
+    s = specs.get(col)
+    return bool(s is not None and s.higher_is_better)
+
+
+def board_metrics(df: pd.DataFrame, specs: Specs) -> list[str]:
+    """The metric columns of a leaderboard of ``df``: MMHM, then every ranked metric with a value in ``df``."""
+    return [composite.NAME, *(m for m in specs.ranked(df) if m != composite.NAME)]
 
 
 def is_missing(v) -> bool:
@@ -25,41 +43,49 @@ def is_missing(v) -> bool:
         return False
 
 
-def fmt(v) -> str:
-    """A cell value as text: '–' for missing, 4 significant digits for floats, whole numbers without '.0'."""
+def fmt(v, spec: MetricSpec | None = None) -> str:
+    """A cell value as text: '–' for missing, a metric's stored format (4 significant digits by default) for
+    floats, whole numbers without '.0'."""
     if is_missing(v):
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
+        if spec is not None and spec.fmt != ".4g":
+            return spec.format(v)
         return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:.4g}"
     return str(v)
 
 
-def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+def leaderboard(df: pd.DataFrame, specs: Specs) -> pd.DataFrame:
     """One row per model (ok cells of one dataset): its MMHM-best and FID-best configurations side by side.
 
-    Columns: model, family, ``{tag} {col}`` for tag in TAGS and col in PICK, ``picks agree`` (None when either
-    pick is missing). Sorted by the MMHM-best MMHM, models without MMHM last (then by FID-best FID).
+    Columns: model, family, ``{tag} {col}`` for tag in TAGS and col in CONFIG + `board_metrics` + COST,
+    ``picks agree`` (None when either pick is missing). Sorted by the MMHM-best MMHM, models without MMHM
+    last, then by the FID-best FID (best first by its direction).
     """
     ok = df[df["status"] == "ok"]
+    cols = CONFIG + board_metrics(df, specs) + COST
     rows = []
     for model, g in ok.groupby("model", sort=True):
         best = {}
-        for tag, col, pick in (("mmhm-best", "mmhm", "idxmax"), ("fid-best", "fid", "idxmin")):
+        for tag, col in PICKS:
+            pick = "idxmax" if _up(specs, col) else "idxmin"
             best[tag] = g.loc[getattr(g[col], pick)()] if col in g and g[col].notna().any() else None
         row = {"model": model, "family": g["family"].iloc[0] if "family" in g else None}
         for tag, b in best.items():
-            for c in PICK:
+            for c in cols:
                 row[f"{tag} {c}"] = None if b is None or c not in b.index else b[c]
-        m, f = best["mmhm-best"], best["fid-best"]
+        m, f = best.values()
         row["picks agree"] = None if m is None or f is None else bool(m["key"] == f["key"])
         rows.append(row)
-    out = pd.DataFrame(rows, columns=["model", "family"] + [f"{t} {c}" for t in TAGS for c in PICK]
+    out = pd.DataFrame(rows, columns=["model", "family"] + [f"{t} {c}" for t in TAGS for c in cols]
                        + ["picks agree"])
     if not out.empty:
-        out = out.sort_values(["mmhm-best mmhm", "fid-best fid"], ascending=[False, True], na_position="last",
-                              kind="stable").reset_index(drop=True)
+        keys = [(f"{tag} {col}", col) for tag, col in PICKS if f"{tag} {col}" in out.columns]   # a store may
+        if keys:                                                                 # lack FID (or MMHM's inputs)
+            out = out.sort_values([k for k, _ in keys], ascending=[not _up(specs, c) for _, c in keys],
+                                  na_position="last", kind="stable").reset_index(drop=True)
     return out
 
 
@@ -73,18 +99,20 @@ def lacking_mmhm(df: pd.DataFrame) -> pd.DataFrame:
     return out[[bool(x) for x in lacks]]
 
 
-def md_cell(v) -> str:
+def md_cell(v, spec: MetricSpec | None = None) -> str:
     """A Markdown table cell: HTML-escaped (so a name like <script> stays text) and '|' escaped."""
-    return html.escape(fmt(v)).replace("|", "\\|").replace("\n", " ")
+    return html.escape(fmt(v, spec)).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(df: pd.DataFrame, cols: list[str], headers: list[str] | None = None) -> str:
+def markdown_table(df: pd.DataFrame, cols: list[str], headers: list[str] | None = None,
+                   specs: list[MetricSpec | None] | None = None) -> str:
     keep = [i for i, c in enumerate(cols) if c in df.columns]
+    headers = [headers[i] for i in keep] if headers else [cols[i] for i in keep]
+    specs = [specs[i] for i in keep] if specs else [None] * len(keep)
     cols = [cols[i] for i in keep]
-    headers = [headers[i] for i in keep] if headers else cols
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(md_cell(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(md_cell(r[c], s) for c, s in zip(cols, specs)) + " |")
     return "\n".join(lines)
 
 
@@ -101,28 +129,32 @@ def _config(r, tag: str) -> str:
     return ", ".join(parts)
 
 
-def board_view(lb: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as display columns (shared by Markdown and HTML)."""
+def board_view(lb: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The leaderboard as display columns (shared by Markdown and HTML): per tag its config, ``metrics``
+    (`board_metrics`), the cost columns and a short key."""
     v = pd.DataFrame({"model": lb["model"], "family": lb["family"]})
     for tag in TAGS:
         v[f"{tag} config"] = [_config(r, tag) for _, r in lb.iterrows()]
-        for c in ("mmhm", "fid", "is", "clip_score", "pickscore", "nfe", "latency_s"):
+        for c in metrics + COST:
             v[f"{tag} {c}"] = lb[f"{tag} {c}"]
         v[f"{tag} key"] = lb[f"{tag} key"].map(lambda k: k[:12] if isinstance(k, str) else None)
     v["picks agree"] = lb["picks agree"]
     return v
 
 
-MD_COLS = (["model", "family", "mmhm-best config", "mmhm-best mmhm", "mmhm-best fid", "mmhm-best clip_score",
-            "mmhm-best pickscore", "mmhm-best key", "fid-best config", "fid-best fid", "fid-best mmhm",
-            "fid-best clip_score", "fid-best pickscore", "fid-best key", "picks agree"])
+def md_columns(metrics: list[str]) -> list[str]:
+    """The Markdown leaderboard's columns: per tag its config, its own pick metric first, the other metrics
+    (no cost columns), its key."""
+    cols = ["model", "family"]
+    for tag, col in PICKS:
+        cols += [f"{tag} config", f"{tag} {col}", *(f"{tag} {m}" for m in metrics if m != col), f"{tag} key"]
+    return cols + ["picks agree"]
 
 
-def _md_header(col: str) -> str:
+def _md_header(col: str, specs: Specs) -> str:
     """'mmhm-best fid' -> 'mmhm-best FID ↓': display name and declared direction of a metric column."""
     tag, _, c = col.rpartition(" ")
-    specs = metric_specs()
-    return f"{tag} {specs[c].label} {specs[c].arrow}".strip() if c in specs else col
+    return f"{tag} {specs.label(c)} {specs.arrow(c)}".strip() if c in specs else col
 
 
 def agree_text(v) -> str:
@@ -131,17 +163,20 @@ def agree_text(v) -> str:
     return "yes" if v else "**NO**"
 
 
-def markdown(sdf: pd.DataFrame, suite: str) -> str:
+def markdown(sdf: pd.DataFrame, suite: str, specs: Specs) -> str:
     """A suite's leaderboards, one section per dataset, with MMHM gaps and failed cells explained."""
     parts = [f"# {html.escape(str(suite))}: leaderboards\n",
              "Each model's best configuration by MMHM next to its FID-best one (ok cells; MMHM per dataset). "
              "`picks agree` is **NO** where the two picks are different cells. Missing values are `–`. "
              "Real-vs-real rows are each metric's floor and get no MMHM by design.\n"]
     for dataset, g in sdf.groupby("dataset", sort=True):
-        view = board_view(leaderboard(g))
+        metrics = board_metrics(g, specs)
+        view = board_view(leaderboard(g, specs), metrics)
         view["picks agree"] = view["picks agree"].map(agree_text)
         parts.append(f"\n## {html.escape(str(dataset))}\n")
-        parts += [markdown_table(view, MD_COLS, [_md_header(c) for c in MD_COLS]) if len(view)
+        cols = md_columns(metrics)
+        fmts = [specs.get(c.rpartition(" ")[2]) for c in cols]
+        parts += [markdown_table(view, cols, [_md_header(c, specs) for c in cols], fmts) if len(view)
                   else "No ok cells: nothing to rank.", ""]
         lack = lacking_mmhm(g)
         if not lack.empty:

@@ -1,10 +1,12 @@
 """The report's figures (matplotlib, Agg canvas, no pyplot state), each saved as PNG and SVG.
 
-Per dataset: every metric against steps (log2 axis, one line per model and CFG) and against CFG (one line per
-model and step count); FID against CLIP Score and PickScore with arrows along increasing CFG; MMHM and FID
-against batch-1 latency with the Pareto front; and the rank-correlation heatmap of the quality metrics.
-Titles and directions come from bench.report.directions (the metrics' own declarations). Missing values break
-a line; nothing is interpolated or averaged. matplotlib is imported inside the functions only.
+Per dataset: every ranked metric in the store against steps (log2 axis, one line per model and CFG) and
+against CFG (one line per model and step count); MMHM's fidelity input (FID) against its text-alignment inputs
+(CLIP Score, PickScore) with arrows along increasing CFG; MMHM and FID against batch-1 latency with the Pareto
+front; and the rank-correlation heatmap of every ranked metric. Which metrics, their titles and directions come
+from a `bench.report.directions.Specs` read from the store (the metrics' own declarations, stored with their
+values); the composite's inputs from `bench.composite`. Missing values break a line; nothing is interpolated
+or averaged. matplotlib is imported inside the functions only.
 
 Cost stays linear in the cells: each axes draws its lines, markers and arrows as a few collections (not one
 artist per line or arrow), and a figure with more than MAX_LEGEND series lists models only (shade tells a
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report import directions as D
+from bench import composite
+from bench.report.directions import Specs
 
 DIMS = ("steps", "cfg", "solver", "seed")
 FLOOR = "real"          # the family drawn as each metric's floor, not as a line
@@ -87,8 +90,9 @@ def _floors(df: pd.DataFrame) -> pd.DataFrame:
     return ok[ok["family"] == FLOOR] if "family" in ok.columns else ok.iloc[0:0]
 
 
-def _metrics(df: pd.DataFrame) -> list[str]:
-    return [m for m in D.PLOTTED if m in df.columns and df[m].notna().any()]
+def _metrics(df: pd.DataFrame, specs: Specs) -> list[str]:
+    """The ranked metrics with at least one value in ``df``, in display order (MMHM last)."""
+    return [m for m in specs.ranked(df) if df[m].notna().any()]
 
 
 def _varying(g: pd.DataFrame, skip: str) -> list[str]:
@@ -194,9 +198,9 @@ def _grid(n: int, w: float = 4.2, h: float = 3.1, ncols: int = 3):
     return fig, axes[:n]
 
 
-def against(df: pd.DataFrame, dataset: str, x: str, out: Path) -> Plot | str:
+def against(df: pd.DataFrame, dataset: str, x: str, out: Path, specs: Specs) -> Plot | str:
     """Each metric against ``x`` ("steps" on a log2 axis, or "cfg"), one line per model and other config."""
-    runs, floors, metrics = _runs(df), _floors(df), _metrics(df)
+    runs, floors, metrics = _runs(df), _floors(df), _metrics(df, specs)
     if runs.empty or not metrics or runs[x].notna().sum() == 0:
         return f"{x}: no ok cells with {x} and a metric"
     fig, axes = _grid(len(metrics))
@@ -206,8 +210,8 @@ def against(df: pd.DataFrame, dataset: str, x: str, out: Path) -> Plot | str:
     for i, (ax, m) in enumerate(zip(axes, metrics)):
         _draw_lines(ax, values, i + 1)
         _floor_lines(ax, floors, m)
-        ax.set_title(D.title(m), fontsize=10)
-        ax.set_xlabel(D.label(x))
+        ax.set_title(tex_safe(specs.title(m)), fontsize=10)
+        ax.set_xlabel(specs.label(x))
         if x == "steps":
             ax.set_xscale("log", base=2)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -216,34 +220,36 @@ def against(df: pd.DataFrame, dataset: str, x: str, out: Path) -> Plot | str:
     other = "CFG" if x == "steps" else "step count"
     handles, labels, compact = _entries(series)
     shade = f"; shade: {other}, lighter = smaller" if compact else ""
-    fig.suptitle(f"{tex_safe(dataset)}: metrics against {D.label(x)} (one line per model and {other}{shade})",
+    fig.suptitle(f"{tex_safe(dataset)}: metrics against {specs.label(x)} (one line per model and {other}{shade})",
                  fontsize=11)
     _legend(fig, axes, (handles, labels))
     png, svg = _save(fig, out, f"{x}-{slug(dataset)}")
-    return Plot(x, dataset, f"Metrics against {D.label(x)}", png, svg,
-                f"Each metric against {D.label(x)}{' (log2 axis)' if x == 'steps' else ''}, one line per model "
+    return Plot(x, dataset, f"Metrics against {specs.label(x)}", png, svg,
+                f"Each metric against {specs.label(x)}{' (log2 axis)' if x == 'steps' else ''}, one line per model "
                 f"and {other}{' (coloured by model, lighter = smaller ' + other + ')' if compact else ''}; "
                 f"dotted: real-vs-real floor; gaps are missing values.")
 
 
-def tradeoff(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
-    """FID against CLIP Score and against PickScore; points by model, arrows along increasing CFG."""
+def tradeoff(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot | str:
+    """MMHM's fidelity input (FID) against each of its alignment inputs (CLIP Score, PickScore); points by
+    model, arrows along increasing CFG."""
     runs, floors = _runs(df), _floors(df)
-    xs = [c for c in ("clip_score", "pickscore") if c in df.columns and df[c].notna().any()]
-    if "fid" not in df.columns or not xs or runs.empty:
-        return "trade-off: needs fid and clip_score or pickscore"
+    y, align = composite.COLUMNS[composite.FIDELITY], [composite.COLUMNS[a] for a in composite.ALIGNMENT]
+    xs = [c for c in align if c in df.columns and df[c].notna().any()]
+    if y not in df.columns or not xs or runs.empty:
+        return f"trade-off: needs {y} and {' or '.join(align)}"
     fig = _figure(5.0 * len(xs) + 2.2, 4.2)
     axes = fig.subplots(1, len(xs), squeeze=False).ravel()
     series = _series(runs, "cfg")
-    values = _values(series, ["fid", *xs])
+    values = _values(series, [y, *xs])
     for i, (ax, xc) in enumerate(zip(axes, xs)):
         _draw_arrows(ax, values, i + 1)
         if not floors.empty and xc in floors.columns:
-            f = floors[[xc, "fid"]].astype(float).dropna()
-            ax.scatter(f[xc], f["fid"], marker="*", s=90, color="0.35", zorder=4, label="real-vs-real (floor)")
-        ax.set_xlabel(D.title(xc))
-        ax.set_ylabel(D.title("fid"))
-        ax.set_title(f"FID against {D.label(xc)}", fontsize=10)
+            f = floors[[xc, y]].astype(float).dropna()
+            ax.scatter(f[xc], f[y], marker="*", s=90, color="0.35", zorder=4, label="real-vs-real (floor)")
+        ax.set_xlabel(tex_safe(specs.title(xc)))
+        ax.set_ylabel(tex_safe(specs.title(y)))
+        ax.set_title(tex_safe(f"{specs.label(y)} against {specs.label(xc)}"), fontsize=10)
         ax.grid(alpha=0.3)
     handles, labels, compact = _entries(series, marker_only=True)
     shade = "; shade: step count, lighter = fewer" if compact else ""
@@ -251,7 +257,7 @@ def tradeoff(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
                  f"step count{shade})", fontsize=11)
     _legend(fig, axes, (handles, labels))
     png, svg = _save(fig, out, f"tradeoff-{slug(dataset)}")
-    return Plot("tradeoff", dataset, "FID against CLIP Score and PickScore", png, svg,
+    return Plot("tradeoff", dataset, f"{specs.label(y)} against {' and '.join(specs.label(c) for c in xs)}", png, svg,
                 "Each point a cell, coloured by model (darker = more steps); arrows run along increasing CFG.")
 
 
@@ -297,12 +303,13 @@ def _log_axis(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def latency(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
-    """MMHM and FID against batch-1 latency, Pareto front marked."""
+def latency(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot | str:
+    """MMHM and its fidelity input (FID) against batch-1 latency, Pareto front marked."""
     runs = _runs(df)
-    ys = [m for m in ("mmhm", "fid") if m in runs.columns and runs[m].notna().any()]
+    want = [composite.NAME, composite.COLUMNS[composite.FIDELITY]]
+    ys = [m for m in want if m in runs.columns and runs[m].notna().any()]
     if "latency_s" not in runs.columns or runs["latency_s"].notna().sum() == 0 or not ys:
-        return "quality vs latency: needs latency_s and mmhm or fid"
+        return f"quality vs latency: needs latency_s and {' or '.join(want)}"
     from matplotlib.lines import Line2D
     models = sorted(runs["model"].unique())
     colors = _colors(models)
@@ -314,16 +321,16 @@ def latency(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
     for ax, m in zip(axes, ys):
         ax.scatter(by_model["latency_s"].astype(float), by_model[m].astype(float), s=18, c=point_colors, zorder=3)
         cost, q = runs["latency_s"].astype(float).to_numpy(), runs[m].astype(float).to_numpy()
-        front = pareto_mask(cost, q, D.spec(m).higher_is_better)
+        front = pareto_mask(cost, q, specs.higher_is_better(m))
         if front.any():
             order = np.argsort(cost[front])
             fx, fy = cost[front][order], q[front][order]
             ax.step(fx, fy, where="post", color="k", lw=1, ls="--", zorder=2, label="Pareto front")
             ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="k", lw=1, zorder=4)
         _log_axis(ax)
-        ax.set_xlabel(D.label("latency_s") + ", log axis (lower is better)")
-        ax.set_ylabel(D.title(m))
-        ax.set_title(f"{D.label(m)} against latency", fontsize=10)
+        ax.set_xlabel(specs.label("latency_s") + ", log axis (lower is better)")
+        ax.set_ylabel(tex_safe(specs.title(m)))
+        ax.set_title(tex_safe(f"{specs.label(m)} against latency"), fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{tex_safe(dataset)}: quality against latency (circled: Pareto-optimal cells)", fontsize=11)
     _legend(fig, axes, (handles, [tex_safe(m) for m in models]))
@@ -332,11 +339,10 @@ def latency(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
                 "Circled cells are Pareto-optimal: no other cell is both faster and better on that metric.")
 
 
-def correlation(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
-    """Spearman rank correlation of FID, IS, CLIP Score, PickScore and MMHM over the dataset's ok cells."""
+def correlation(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot | str:
+    """Spearman rank correlation of every ranked metric (MMHM too) over the dataset's ok cells."""
     runs = _runs(df)
-    cols = [c for c in ("fid", "is", "clip_score", "pickscore", "mmhm") if c in runs.columns
-            and runs[c].notna().sum() >= 3]
+    cols = [c for c in specs.ranked(runs) if runs[c].notna().sum() >= 3]
     if len(cols) < 2:
         return "correlation: needs two metrics with at least three values"
     corr = runs[cols].astype(float).corr(method="spearman", min_periods=3)
@@ -344,7 +350,7 @@ def correlation(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
     fig = _figure(1.2 * len(cols) + 2.6, 1.05 * len(cols) + 1.4)
     ax = fig.subplots()
     im = ax.imshow(corr.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    names = [f"{D.label(c)} {D.spec(c).arrow}" for c in cols]
+    names = [tex_safe(f"{specs.label(c)} {specs.arrow(c)}") for c in cols]
     ax.set_xticks(range(len(cols)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(cols)), names)
     for i in range(len(cols)):
@@ -360,12 +366,13 @@ def correlation(df: pd.DataFrame, dataset: str, out: Path) -> Plot | str:
                 "Spearman rank correlation across the sweep's ok cells (pairwise complete; real-vs-real excluded).")
 
 
-def make_plots(df: pd.DataFrame, out: Path) -> tuple[list[Plot], list[str]]:
+def make_plots(df: pd.DataFrame, out: Path, specs: Specs) -> tuple[list[Plot], list[str]]:
     """All figures for one suite frame, per dataset; returns (plots, notes on plots skipped and why)."""
     plots, skipped = [], []
     for dataset, g in df.groupby("dataset", sort=True):
-        for r in (against(g, dataset, "steps", out), against(g, dataset, "cfg", out), tradeoff(g, dataset, out),
-                  latency(g, dataset, out), correlation(g, dataset, out)):
+        for r in (against(g, dataset, "steps", out, specs), against(g, dataset, "cfg", out, specs),
+                  tradeoff(g, dataset, out, specs), latency(g, dataset, out, specs),
+                  correlation(g, dataset, out, specs)):
             if isinstance(r, Plot):
                 plots.append(r)
             else:
