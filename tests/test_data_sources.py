@@ -156,7 +156,7 @@ def test_fingerprint_follows_content_and_preprocessing(tmp_path):
 
 def test_imagenet_v2_folder_and_tar_without_extracting(tmp_path):
     base = tmp_path / "v2"
-    folder = base / ImageNetV2.FOLDER
+    folder = base / ImageNetV2.ARCHIVE_DIR
     for y in (0, 7, 12):
         for i in range(2):
             _jpeg(folder / str(y) / f"{y}_{i}.jpeg", seed=100 + 3 * y + i)
@@ -166,20 +166,20 @@ def test_imagenet_v2_folder_and_tar_without_extracting(tmp_path):
     with tarfile.open(tgz, "w:gz") as tf:       # archive order deliberately not sorted: 12, 0, 7
         for y in (12, 0, 7):
             for i in (1, 0):
-                tf.add(folder / str(y) / f"{y}_{i}.jpeg", arcname=f"{ImageNetV2.FOLDER}/{y}/{y}_{i}.jpeg")
+                tf.add(folder / str(y) / f"{y}_{i}.jpeg", arcname=f"{ImageNetV2.ARCHIVE_DIR}/{y}/{y}_{i}.jpeg")
         for member, data in (("README.txt", b"hi"), ("7/broken.jpeg", b"junk")):    # not an image; unreadable
-            info = tarfile.TarInfo(f"{ImageNetV2.FOLDER}/{member}")
+            info = tarfile.TarInfo(f"{ImageNetV2.ARCHIVE_DIR}/{member}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     for workers in (0, 2):
         t = ImageNetV2("imagenet-v2", root=str(tgz), resolution=8, workers=workers)
         assert t.layout == "tar" and t.labels().tolist() == [12, 12, 0, 0, 7, 7]     # archive order
-        assert t.decode_failures[0]["path"] == f"{ImageNetV2.FOLDER}/7/broken.jpeg"
+        assert t.decode_failures[0]["path"] == f"{ImageNetV2.ARCHIVE_DIR}/7/broken.jpeg"
         got = list(t.reference_batches(4))
         assert torch.cat([y for _, y in got]).tolist() == t.labels().tolist()
         want = np.asarray(Image.open(folder / "12" / "12_1.jpeg").convert("RGB").resize((8, 8), Image.BICUBIC))
         np.testing.assert_array_equal(got[0][0][0].numpy(), want)
-    assert not (tmp_path / ImageNetV2.FOLDER).exists()          # nothing extracted
+    assert not (tmp_path / ImageNetV2.ARCHIVE_DIR).exists()          # nothing extracted
     only_tar = tmp_path / "only_tar"
     only_tar.mkdir()
     shutil.copy(tgz, only_tar)
@@ -252,9 +252,10 @@ def test_locations_and_missing_dataset_errors(tmp_path, monkeypatch):
         ImageNetVal("imagenet-val", root=str(empty))
     with pytest.raises(DatasetError, match="options.half"):
         ImageNetVal("imagenet-val", half="c")
-    with pytest.raises(DatasetError, match="unknown option 'rot' for source 'imagenet-val'; did you mean 'root'"):
+    with pytest.raises(DatasetError, match=r"^dataset 'imagenet-val': options.rot: unknown option \(did you mean "
+                                           r"'root'"):
         ImageNetVal("imagenet-val", rot=str(tmp_path))
-    with pytest.raises(DatasetError, match="unknown option 'clas_map'.*did you mean 'class_map'"):
+    with pytest.raises(DatasetError, match="options.clas_map: unknown option.*did you mean 'class_map'"):
         registry.resolve("dataset", "relaionet")("relaionet", clas_map={})
 
 

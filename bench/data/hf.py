@@ -12,11 +12,14 @@ and the preprocessing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from bench.data import classes as cls_index
-from bench.data.base import DatasetError
+from bench.data.base import DatasetCard, DatasetError
 from bench.data.hashing import digest
-from bench.data.stream import Item, LabelledImages, Reader
+from bench.data.stream import Item, LabelledImages, MaybeStr, NonEmpty, Reader
 from bench.provenance import sha256_path
 
 
@@ -33,19 +36,28 @@ class HFReader(Reader):
 
 class HFDataset(LabelledImages):
     kind = "hf"
+    cards = {"hf": DatasetCard(
+        "hf", title="any Hugging Face dataset with an image and a label column", folder=None,
+        licence="that of the dataset (see its hub card)", homepage="https://huggingface.co/datasets",
+        get="set options.path to a Hugging Face dataset id or a local load_dataset / save_to_disk path")}
 
-    def __init__(self, name: str, path: str | None = None, split: str = "validation", config: str | None = None,
-                 revision: str | None = None, data_dir: str | None = None, cache_dir: str | None = None,
-                 image_column: str = "image", label_column: str = "label", classes: list[str] | str | None = None,
-                 class_names: str = "underscored", prompt_template: str = "a photo of a {class_name}",
-                 resolution: int | None = 256, transform: str = "paper", workers: int | None = None,
-                 half: str | None = None):
-        self._setup(name, resolution, transform, workers, half, prompt_template)
-        if not path:
-            raise DatasetError(f"dataset {name!r}: options.path must name a Hugging Face dataset id or a local "
-                               "load_dataset path")
+    class Options(LabelledImages.Options):
+        path: NonEmpty                               # required: a hub id or a local path
+        split: NonEmpty = "validation"
+        config: MaybeStr = None                      # load_dataset's name argument
+        revision: MaybeStr = None
+        data_dir: MaybeStr = None
+        cache_dir: MaybeStr = None
+        image_column: NonEmpty = "image"
+        label_column: NonEmpty = "label"
+        classes: Annotated[list[str], Field(min_length=1)] | Literal["imagenet-1k"] | None = None
+        class_names: Literal[cls_index.NAME_VARIANTS] = "underscored"   # with classes: imagenet-1k
+
+    def __init__(self, name: str, **options: Any):
+        o = self._setup(name, options)
+        path, split, image_column, label_column = o.path, o.split, o.image_column, o.label_column
         self.root, self.split = path, split
-        ds = self._load(path, split, config, revision, data_dir, cache_dir)
+        ds = self._load(path, split, o.config, o.revision, o.data_dir, o.cache_dir)
         for col in (image_column, label_column):
             if col not in ds.column_names:
                 raise DatasetError(f"dataset {name!r}: {path!r} split {split!r} has no column {col!r} "
@@ -54,7 +66,7 @@ class HFDataset(LabelledImages):
         feat = ds.features[image_column]
         if not isinstance(feat, datasets.Image):
             raise DatasetError(f"dataset {name!r}: column {image_column!r} is {type(feat).__name__}, not an Image")
-        self.class_names = self._class_names(ds.features[label_column], classes, class_names)
+        self.class_names = self._class_names(ds.features[label_column], o.classes, o.class_names)
         self._arrow = [f["filename"] for f in (ds.cache_files or [])]
         self._ds_fingerprint = getattr(ds, "_fingerprint", None)
         labels = ds[label_column]
@@ -93,10 +105,8 @@ class HFDataset(LabelledImages):
     def _class_names(self, feat, classes, variant) -> list[str]:
         if classes == "imagenet-1k":
             return cls_index.class_names(variant)
-        if isinstance(classes, list) and classes:
-            return [str(c) for c in classes]
-        if classes is not None:
-            raise DatasetError(f"dataset {self.name!r}: options.classes must be a list of names or 'imagenet-1k'")
+        if classes is not None:                      # a list of names (Options: non-empty)
+            return list(classes)
         names = getattr(feat, "names", None)
         if not names:
             raise DatasetError(f"dataset {self.name!r}: the label column has no ClassLabel names; set "

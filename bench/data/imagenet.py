@@ -1,7 +1,8 @@
 """The paper's three evaluation sets on ImageNet-1k label ids: imagenet-val, imagenet-v2, relaionet.
 
 Common options: root, class_names (underscored | readable), prompt_template, resolution (256), transform
-(paper | adm), workers, half (a | b). See datasets/*.md for layouts, sources and expected counts.
+(paper | adm), workers, half (a | b). Each class's ``cards`` hold its conventional folder under
+$STEPBENCH_DATA, expected counts, licence and how to get it; datasets/*.md describe layouts in full.
 """
 
 from __future__ import annotations
@@ -10,25 +11,31 @@ import csv
 import re
 import warnings
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from bench.data import classes
-from bench.data.base import DatasetError
+from bench.data.base import DatasetCard, DatasetError
 from bench.data.files import FolderReader, TarReader, folder_content_hash, tar_listing
 from bench.data.hashing import digest
 from bench.data.locate import data_root
-from bench.data.stream import Item, LabelledImages, sorted_files
+from bench.data.stream import PROVENANCE_LIMIT, Item, LabelledImages, MaybeStr, sorted_files
 
 SYNSET = re.compile(r"^n\d{8}$")
 GT_NAMES = ("LOC_val_solution.csv", "val.txt", "val_labels.txt")
 
 
 class _ImageNetLabelled(LabelledImages):
-    def __init__(self, name: str, class_names: str = "underscored", prompt_template: str = "a photo of a {class_name}",
-                 resolution: int | None = 256, transform: str = "paper", workers: int | None = None,
-                 half: str | None = None):
-        self._setup(name, resolution, transform, workers, half, prompt_template)
-        self.class_names = classes.class_names(class_names)
-        self.class_name_variant = class_names
+    class Options(LabelledImages.Options):
+        root: MaybeStr = None                        # else $STEPBENCH_DATA/<the card's folder>
+        class_names: Literal[classes.NAME_VARIANTS] = "underscored"     # the form that goes into prompts
+
+    def _setup(self, name: str, options: dict[str, Any]):
+        o = super()._setup(name, options)
+        self.class_names = classes.class_names(o.class_names)
+        self.class_name_variant = o.class_names
+        return o
 
 
 class ImageNetVal(_ImageNetLabelled):
@@ -36,15 +43,22 @@ class ImageNetVal(_ImageNetLabelled):
     then file name, in both layouts (so both give the same labels, order and fingerprint for the same files)."""
 
     kind = "imagenet-val"
-    GET = ("download ILSVRC2012_img_val.tar from https://image-net.org/download (registration needed) and "
-           "extract it as synset folders (n01440764/ILSVRC2012_val_00000293.JPEG ...) or flat with "
-           "options.ground_truth")
+    cards = {"imagenet-val": DatasetCard(
+        "imagenet-val", title="ILSVRC2012 validation (ImageNet-1k val)", folder="imagenet/val", images=50_000,
+        classes=1000, licence="ImageNet terms of access: non-commercial research and education only; images "
+        "belong to their owners; do not redistribute", homepage="https://image-net.org/download",
+        get="download ILSVRC2012_img_val.tar from https://image-net.org/download (registration needed) and "
+            "extract it as synset folders (n01440764/ILSVRC2012_val_00000293.JPEG ...) or flat with "
+            "options.ground_truth", manifest="imagenet-val")}
 
-    def __init__(self, name: str, root: str | None = None, ground_truth: str | None = None, **kw):
-        super().__init__(name, **kw)
-        self.root = data_root(name, root, "imagenet/val", self.GET)
+    class Options(_ImageNetLabelled.Options):
+        ground_truth: MaybeStr = None                # flat layout: LOC_val_solution.csv or '<file> <label>' lines
+
+    def __init__(self, name: str, **options: Any):
+        o = self._setup(name, options)
+        self.root = data_root(name, o.root, self.dataset_card)
         if not self.root.is_dir():
-            raise DatasetError(f"dataset {name!r}: {str(self.root)!r} is not a folder; {self.GET}")
+            raise DatasetError(f"dataset {name!r}: {str(self.root)!r} is not a folder; {self.dataset_card.get}")
         dirs = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         syn = classes.synset_to_index()
         if any(SYNSET.match(d) for d in dirs):
@@ -58,7 +72,7 @@ class ImageNetVal(_ImageNetLabelled):
                           for p in sorted_files(self.root / d)]
             self.layout = "synset folders"
         else:
-            items = self._flat(ground_truth)
+            items = self._flat(o.ground_truth)
             self.layout = "flat + ground truth"
         items.sort(key=lambda it: (it.label, Path(it.ref).name))
         self._finish(items, FolderReader(self.root))
@@ -66,7 +80,8 @@ class ImageNetVal(_ImageNetLabelled):
     def _flat(self, ground_truth: str | None) -> list[Item]:
         files = [p for p in sorted_files(self.root) if p.parent == self.root]
         if not files:
-            raise DatasetError(f"dataset {self.name!r}: no synset folders or images in {str(self.root)!r}; {self.GET}")
+            raise DatasetError(f"dataset {self.name!r}: no synset folders or images in {str(self.root)!r}; "
+                               f"{self.dataset_card.get}")
         gt = self._gt_path(ground_truth)
         labels = read_ground_truth(gt)
         items, unlabelled = [], []
@@ -136,15 +151,19 @@ class ImageNetV2(_ImageNetLabelled):
     .tar.gz read in place without extracting (order: archive order)."""
 
     kind = "imagenet-v2"
-    FOLDER = "imagenetv2-matched-frequency-format-val"
-    GET = ("download imagenetv2-matched-frequency.tar.gz from https://huggingface.co/datasets/vaishaal/ImageNetV2 "
-           f"and keep the .tar.gz or extract it (giving {FOLDER}/0..999/)")
+    ARCHIVE_DIR = "imagenetv2-matched-frequency-format-val"     # the folder inside the release archive
+    cards = {"imagenet-v2": DatasetCard(
+        "imagenet-v2", title="ImageNetV2 matched-frequency", folder="imagenet-v2", images=10_000, classes=1000,
+        licence="images collected from Flickr, owned by their creators; research evaluation only (see the "
+        "ImageNetV2 repository's terms); do not redistribute", homepage="https://github.com/modestyachts/ImageNetV2",
+        get="download imagenetv2-matched-frequency.tar.gz from https://huggingface.co/datasets/vaishaal/ImageNetV2 "
+            f"and keep the .tar.gz or extract it (giving {ARCHIVE_DIR}/0..999/)", manifest="imagenet-v2")}
 
-    def __init__(self, name: str, root: str | None = None, **kw):
-        super().__init__(name, **kw)
-        self.root = found = data_root(name, root, "imagenet-v2", self.GET)
+    def __init__(self, name: str, **options: Any):
+        o = self._setup(name, options)
+        self.root = found = data_root(name, o.root, self.dataset_card)
         if found.is_dir() and not _class_id_dirs(found):
-            sub = found / self.FOLDER
+            sub = found / self.ARCHIVE_DIR
             tars = sorted(found.glob("*.tar.gz")) + sorted(found.glob("*.tar"))
             if sub.is_dir():
                 found = sub
@@ -154,8 +173,8 @@ class ImageNetV2(_ImageNetLabelled):
                 raise DatasetError(f"dataset {name!r}: several archives in {str(found)!r} "
                                    f"({', '.join(t.name for t in tars)}); set options.root to one of them")
             else:
-                raise DatasetError(f"dataset {name!r}: no class folders 0..999, {self.FOLDER}/ or .tar.gz in "
-                                   f"{str(found)!r}; {self.GET}")
+                raise DatasetError(f"dataset {name!r}: no class folders 0..999, {self.ARCHIVE_DIR}/ or .tar.gz in "
+                                   f"{str(found)!r}; {self.dataset_card.get}")
         self.source_path = found
         if found.is_dir():
             self.layout = "folder"
@@ -196,23 +215,27 @@ class ReLAIONet(_ImageNetLabelled):
     folders that map to no id are listed in ``unmapped_folders`` (and are an error with ``strict: true``)."""
 
     kind = "relaionet"
-    GET = ("download reLAIONet (reLAIONet-cleaned-v1, images/<class name>/...) from its authors' release and put "
-           "it there")
+    cards = {"relaionet": DatasetCard(
+        "relaionet", title="reLAIONet (LAION web images aligned to ImageNet-1k)", folder="relaionet", images=None,
+        classes=1000, licence="web images owned by their creators, gathered via LAION's index; research "
+        "evaluation only under the release's terms; do not redistribute",
+        get="download reLAIONet (reLAIONet-cleaned-v1, images/<class name>/...) from its authors' release and "
+            "put it there", manifest="relaionet")}
 
-    def __init__(self, name: str, root: str | None = None, class_map: dict | None = None, strict: bool = False, **kw):
-        super().__init__(name, **kw)
-        base = data_root(name, root, "relaionet", self.GET)
+    class Options(_ImageNetLabelled.Options):
+        class_map: dict[str, Annotated[int, Field(ge=0, le=999)]] | None = None    # folder -> ImageNet-1k id
+        strict: bool = False                         # a folder that maps to no id is an error, not a warning
+
+    def __init__(self, name: str, **options: Any):
+        o = self._setup(name, options)
+        base = data_root(name, o.root, self.dataset_card)
         for cand in (base / "reLAIONet-cleaned-v1" / "images", base / "images", base):
             if cand.is_dir():
                 self.root = cand
                 break
         else:
-            raise DatasetError(f"dataset {name!r}: {str(base)!r} is not a folder; {self.GET}")
-        cmap = {}
-        for k, v in (class_map or {}).items():
-            if not isinstance(v, int) or not 0 <= v < 1000:
-                raise DatasetError(f"dataset {name!r}: options.class_map[{k!r}] must be an id 0..999, got {v!r}")
-            cmap[classes.normalize(str(k))] = v
+            raise DatasetError(f"dataset {name!r}: {str(base)!r} is not a folder; {self.dataset_card.get}")
+        cmap = {classes.normalize(k): v for k, v in (o.class_map or {}).items()}
         self.unmapped_folders: list[dict] = []
         self.folder_ids: dict[str, int] = {}
         items = []
@@ -227,11 +250,18 @@ class ReLAIONet(_ImageNetLabelled):
         if self.unmapped_folders:
             msg = (f"dataset {name!r}: {len(self.unmapped_folders)} folder(s) map to no ImageNet-1k id and are left "
                    f"out: {', '.join(u['folder'] for u in self.unmapped_folders[:5])} (add them to options.class_map)")
-            if strict:
+            if o.strict:
                 raise DatasetError(msg)
             warnings.warn(msg, stacklevel=2)
         items.sort(key=lambda it: (it.label, it.ref))
         self._finish(items, FolderReader(self.root))
+
+    def provenance(self) -> dict[str, Any]:
+        """Decode failures as every file source, plus ``unmapped_folders`` (folder, image count) when any."""
+        out = super().provenance()
+        if self.unmapped_folders:
+            out["unmapped_folders"] = list(self.unmapped_folders)[:PROVENANCE_LIMIT]
+        return out
 
     def content_hash(self) -> str:
         return digest(folder_content_hash(self.root, self.all_items))

@@ -1,7 +1,7 @@
 """The shared machinery of every file-backed dataset: listing -> scan -> streamed, decoded batches.
 
 A source lists its images as ``Item(key, label, ref)`` in dataset order and gives a ``Reader`` that turns refs into
-bytes or paths. ``LabelledImages`` then provides the Dataset protocol:
+bytes or paths. ``LabelledImages`` then implements the `Dataset` base class:
 
 - ``reference_batches`` decodes in torch DataLoader workers (``options.workers``, default min(4, cpus); 0 = in
   process). Worker w handles chunks w, w + W, ... of ``batch_size`` items and the loader interleaves them round
@@ -18,23 +18,25 @@ bytes or paths. ``LabelledImages`` then provides the Dataset protocol:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator, Literal
 
 import numpy as np
 import PIL
 import torch
+from pydantic import Field, field_validator
 
 from bench.data import decode as dec
-from bench.data.base import DatasetError
+from bench.data.base import Dataset, DatasetCard, DatasetError, StrictOptions
 from bench.data.hashing import cache_dir, digest
 
 SCAN_VERSION = "scan/1"
+PROVENANCE_LIMIT = 1000          # entries of a list kept in a cell's provenance
+NonEmpty = Annotated[str, Field(min_length=1)]               # a string option that must say something
+MaybeStr = NonEmpty | None                                   # ... or be left out (None)
 
 
 @dataclass(frozen=True)
@@ -110,69 +112,70 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-class LabelledImages:
-    """Base of the file-backed sources. Subclasses set the fields below and call ``_finish(items)``.
-    Every subclass ``__init__`` is wrapped so that an unknown option is a one-line error with a did-you-mean."""
+def _template_ok(template: str) -> str:
+    if "{class_name}" not in template:
+        raise ValueError("must contain {class_name}")
+    try:
+        template.format(class_name="x")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"must format with only {{class_name}} ({type(e).__name__}: {e})") from None
+    return template
 
-    name: str
-    class_names: list[str]
-    prompt_template: str
-    kind = "files"
 
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
+class LabelledImages(Dataset):
+    """Base of the file-backed sources. A subclass extends ``Options``, declares its ``cards``, and in
+    ``__init__(name, **options)`` calls ``o = self._setup(name, options)`` (validation: a bad option is a
+    `DatasetError` naming ``options.<key>``), sets ``class_names`` and calls ``_finish(items, reader)``."""
 
-        @functools.wraps(init)
-        def checked(self, name, *args, **options):
-            allowed = cls.option_names()
-            for key in options:
-                if key not in allowed:
-                    from bench.registry import hint
-                    raise DatasetError(f"dataset {name!r}: unknown option {key!r} for source {cls.kind!r}; "
-                                       f"{hint(key, sorted(allowed))}")
-            init(self, name, *args, **options)
-        # the full option list (this class's and its bases'), so suite validation sees every option and default
-        P = inspect.Parameter
-        checked.__signature__ = inspect.Signature(
-            [P("self", P.POSITIONAL_OR_KEYWORD), P("name", P.POSITIONAL_OR_KEYWORD)]
-            + [P(k, P.KEYWORD_ONLY, default=v) for k, v in cls.option_defaults().items()])
-        cls.__init__ = checked
+    kind = "files"                 # part of the fingerprint: never rename a source's kind
+    has_holdout = True             # with options.half: the other half
 
-    @classmethod
-    def option_defaults(cls) -> dict:
-        out: dict = {}
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None or klass is object:
-                continue
-            for p in inspect.signature(inspect.unwrap(init)).parameters.values():
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "name"):
-                    out.setdefault(p.name, None if p.default is p.empty else p.default)
-        return out
+    class Options(StrictOptions):
+        """What every file-backed source takes."""
+        resolution: int | None = Field(256, ge=1)     # evaluation size; None: native size, no resize
+        transform: Literal[dec.TRANSFORMS] = "paper"
+        workers: int | None = Field(None, ge=0)       # DataLoader decode workers (None: min(4, cpus); 0: inline)
+        half: Literal["a", "b"] | None = None         # alternate images of each class (the other: holdout)
+        prompt_template: str = "a photo of a {class_name}"
 
-    @classmethod
-    def option_names(cls) -> set[str]:
-        return set(cls.option_defaults())
+        @field_validator("prompt_template")
+        @classmethod
+        def _template(cls, v: str) -> str:
+            return _template_ok(v)
 
-    def _setup(self, name: str, resolution: int | None, transform: str, workers: int | None, half: str | None,
-               prompt_template: str) -> None:
-        self.name = name
-        if resolution is not None and (not isinstance(resolution, int) or resolution < 1):
-            raise DatasetError(f"dataset {name!r}: options.resolution must be a positive integer, got {resolution!r}")
-        if workers is not None and (not isinstance(workers, int) or workers < 0):
-            raise DatasetError(f"dataset {name!r}: options.workers must be an integer >= 0, got {workers!r}")
-        if half not in (None, "a", "b"):
-            raise DatasetError(f"dataset {name!r}: options.half must be 'a' or 'b', got {half!r}")
-        if "{class_name}" not in prompt_template:
-            raise DatasetError(f"dataset {name!r}: options.prompt_template must contain {{class_name}}")
-        self.resolution, self.transform = resolution, dec.check_transform(transform)
-        self.workers = default_workers() if workers is None else workers
-        self.half, self.prompt_template = half, prompt_template
+    def _setup(self, name: str, options: dict[str, Any]):
+        """Validate ``options`` against this class's ``Options`` and set the common fields; returns them typed."""
+        o = self.open_options(name, options)
+        self.name, self.options = name, o
+        self.resolution, self.transform = o.resolution, o.transform
+        self.workers = default_workers() if o.workers is None else o.workers
+        self.half, self.prompt_template = o.half, o.prompt_template
+        card = self.card(name)
+        if card is None and len(self.cards) == 1:      # the class registered under another name
+            card = next(iter(self.cards.values()))
+        self.dataset_card = card or DatasetCard(name)
+        self.root = None
         self._fingerprint: str | None = None
+        self._content_hash: str | None = None
         self._failures: list[dict] | None = None
+        self._ok_items: list[Item] | None = None
+        self._other_by_class: dict[int, list[Item]] | None = None
+        return o
+
+    @classmethod
+    def planned_size(cls, name: str, options: dict[str, Any]) -> int | None:
+        """The card's count; with ``half`` the half's share of it, where the card's classes are equal in size
+        (a takes within-class ranks 0, 2, 4, ...: the larger half of an odd class)."""
+        card = cls.card(name)
+        if card is None or card.images is None:
+            return None
+        half = (options or {}).get("half")
+        if half is None:
+            return card.images
+        if not card.classes or card.images % card.classes:
+            return None
+        per = card.images // card.classes
+        return card.classes * ((per + 1) // 2 if half == "a" else per // 2)
 
     def _finish(self, items: list[Item], reader: Reader) -> None:
         if not items:
@@ -192,7 +195,7 @@ class LabelledImages:
             self.items, self.other_items = (a, b) if self.half == "a" else (b, a)
 
     def _where(self) -> str:
-        return repr(str(getattr(self, "root", self.name)))
+        return repr(str(self.root if self.root is not None else self.name))
 
     # -- identity ---------------------------------------------------------------------------------------------
     def content_hash(self) -> str:
@@ -200,7 +203,7 @@ class LabelledImages:
         raise NotImplementedError
 
     def _content(self) -> str:
-        if getattr(self, "_content_hash", None) is None:
+        if self._content_hash is None:
             self._content_hash = self.content_hash()
         return self._content_hash
 
@@ -241,13 +244,21 @@ class LabelledImages:
         keys = {it.key for it in self.items}
         return [f for f in self._scan() if f["path"] in keys]
 
+    def provenance(self) -> dict[str, Any]:
+        """``{"decode_failures": {"count", "files" (the first PROVENANCE_LIMIT)}}`` when an image was left out,
+        else {}: the runner stores this dict in the cell's provenance as it is."""
+        failures = self.decode_failures
+        if not failures:
+            return {}
+        return {"decode_failures": {"count": len(failures), "files": list(failures)[:PROVENANCE_LIMIT]}}
+
     def _ok(self) -> list[Item]:
-        if getattr(self, "_ok_items", None) is None:
+        if self._ok_items is None:
             failed = {f["path"] for f in self._scan()}
             self._ok_items = [it for it in self.items if it.key not in failed]
         return self._ok_items
 
-    # -- the Dataset protocol -----------------------------------------------------------------------------------
+    # -- the Dataset contract -----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._ok())
 
@@ -277,7 +288,7 @@ class LabelledImages:
         if not self.half:
             raise DatasetError(f"dataset {self.name!r}: real-vs-real rows need options.half: a or b (the reference "
                                "set is one half, the real model draws the other)")
-        if not hasattr(self, "_other_by_class"):
+        if self._other_by_class is None:
             by: dict[int, list[Item]] = {}
             for it in self.other_items:
                 by.setdefault(it.label, []).append(it)

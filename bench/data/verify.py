@@ -12,28 +12,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.data.base import DatasetError
-from bench.data.locate import ENV
+from bench.data.locate import ENV, card_of, conventional_folders
 from bench.provenance import sha256_file
 
 CARDS = Path(__file__).resolve().parents[2] / "datasets"
-# conventional folder under $STEPBENCH_DATA for each registered dataset with files
-FOLDERS = {"imagenet-val": "imagenet/val", "imagenet-v2": "imagenet-v2", "relaionet": "relaionet"}
 LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 
 
 def manifest_path(name: str) -> Path:
-    return CARDS / f"{name}.sha256"
+    """datasets/<card's manifest name>.sha256 (a name without a card: datasets/<name>.sha256)."""
+    card = card_of(name)
+    return CARDS / f"{(card.manifest if card is not None and card.manifest else name)}.sha256"
 
 
 def dataset_dir(name: str, root: str | None) -> Path:
+    """The folder to verify: ``--root``, else ``$STEPBENCH_DATA/<the card's folder>`` of a registered name."""
     if root:
         p = Path(root).expanduser()
-    elif os.environ.get(ENV) and name in FOLDERS:
-        p = Path(os.environ[ENV]).expanduser() / FOLDERS[name]
     else:
-        known = ", ".join(sorted(FOLDERS))
-        raise DatasetError(f"no --root for {name!r} and ${ENV} is not set" if name in FOLDERS
-                           else f"{name!r} has no conventional folder (known: {known}); pass --root")
+        card = card_of(name)
+        if card is None or card.folder is None:
+            from bench import registry
+            if name not in registry.DATASETS:
+                raise DatasetError(f"unknown dataset {name!r} ({registry.hint(name, registry.DATASETS.names())}); "
+                                   "for a copy of another dataset pass --root")
+            raise DatasetError(f"{name!r} has no conventional folder (datasets with one: "
+                               f"{', '.join(sorted(conventional_folders()))}); pass --root")
+        if not os.environ.get(ENV):
+            raise DatasetError(f"no --root for {name!r} and ${ENV} is not set (it is looked for at "
+                               f"${ENV}/{card.folder})")
+        p = Path(os.environ[ENV]).expanduser() / card.folder
     if not p.is_dir():
         raise DatasetError(f"{str(p)!r} is not a folder (dataset {name!r})")
     return p
