@@ -130,3 +130,39 @@ def test_default_mini_suite_is_valid_and_covers_the_protocol():
     assert adapters == {"mini-sit", "mini-meanflow", "mini-distill", "real"}
     sit_steps = {c.steps for c in cells if c.model.adapter == "mini-sit"}
     assert sit_steps == {1, 2, 4, 8, 16} and len({c.cfg for c in cells if c.cfg is not None}) >= 3
+
+
+def test_every_error_of_a_file_is_reported_at_once_one_line_each(tmp_path):
+    import contextlib
+    import io
+
+    from bench.cli import main
+    text = """
+suite: many
+modles: []
+datasets: [{id: mini-val, options: {size: 0}}]
+metrics: {fid_is_kid: {feature_extractr: mini-classifier}}
+"""
+    path = tmp_path / "many.yaml"
+    path.write_text(text)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["validate", str(path)])
+    lines = err.getvalue().splitlines()
+    assert code == 2 and all(ln.startswith(f"error: {path}: ") for ln in lines), lines
+    text_ = "\n".join(lines)
+    assert "modles: unknown key (did you mean 'models'?)" in text_          # named although models is missing
+    assert "models: required key is missing" in text_
+    assert "datasets[0].options.size:" in text_
+    assert "metrics.fid_is_kid.feature_extractr: unknown option (did you mean 'feature_extractor'?)" in text_
+    assert len(lines) == 4, lines
+
+
+def test_two_bad_models_give_two_lines(toy_suite_text):
+    bad = toy_suite_text().replace("    cfg: [1.0, 2.0]\n", "    cfg: [1.0, 2.0]\n    options: {resolutoin: 8}\n")
+    bad += "  - {id: two, adapter: toy, steps: [1], cfg: [1.0], options: {init_seed: '3'}}\n"
+    with pytest.raises(SuiteError) as e:
+        Suite.parse(bad, "two.yaml")
+    assert len(e.value.lines) == 2, e.value.lines
+    assert e.value.lines[0].startswith("two.yaml: models[0].options.resolutoin: unknown option (did you mean")
+    assert e.value.lines[1].startswith("two.yaml: models[1].options.init_seed: ")

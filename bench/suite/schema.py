@@ -1,0 +1,184 @@
+"""The suite file's schema: strict pydantic models (unknown keys are errors, nothing is coerced) and the sanity caps.
+
+`validate` never materialises a sweep before the caps are checked (the cell count is a product of list lengths), so
+a huge sweep is refused in microseconds; the caps keep a typo from planning a run that cannot finish or values the
+store cannot hold (its integer columns are 32-bit).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_CELLS = 100_000              # cells per suite (the paper's whole grid is a few hundred)
+MAX_IMAGES = 10_000_000          # samples.n: images per cell (per_reference / uniform) or per class (per_class)
+MAX_STEPS = 10_000               # sampler steps per image
+MAX_SEED = 2**31 - 1             # seeds are stored as 32-bit integers
+MAX_FILE_BYTES = 1 << 20         # a suite file is hand-written data: 1 MiB is far beyond any real one
+MAX_NODES = 200_000              # YAML values after alias expansion (stops "billion laughs" alias bombs)
+
+
+class _Strict(BaseModel):
+    # strict: no silent coercion ('4' is not 4, true is not 1, 1.5 is not a step count)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DatasetEntry(_Strict):
+    id: str
+    source: str | None = None            # registry name; defaults to id
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.id
+
+
+class SamplesEntry(_Strict):
+    plan: Literal["per_reference", "per_class", "uniform"] = "per_reference"
+    n: int | None = Field(default=None, ge=1, le=MAX_IMAGES)
+
+    @model_validator(mode="after")
+    def _n_needed(self):
+        if self.plan != "per_reference" and self.n is None:
+            raise ValueError(f"plan {self.plan!r} needs n (per_class: images per class; uniform: total)")
+        return self
+
+
+class TimingEntry(_Strict):
+    enabled: bool = True
+    warmup: int = Field(default=1, ge=0)
+    repeats: int = Field(default=5, ge=1)
+    throughput_repeats: int = Field(default=2, ge=1)
+    throughput: Literal["separate", "bulk"] = "separate"   # bulk: from the bulk pass's batches after the first
+    # per_setting: batch-1 latency measured once per model, settings, dtype and device within a run and shared by
+    # the cells that differ only in dataset or sample plan (it does not depend on them); per_cell: every cell times it
+    latency: Literal["per_setting", "per_cell"] = "per_setting"
+
+
+def _sweep_axis(values, what: str, ok, rule: str):
+    """A sweep axis is absent (None) or a non-empty list whose every value passes ``ok``."""
+    if values is None:
+        return None
+    if not values:
+        raise ValueError(f"must list at least one {what}")
+    bad = [x for x in values if not ok(x)]
+    if bad:
+        raise ValueError(f"{rule}, got {bad}")
+    return values
+
+
+class ModelEntry(_Strict):
+    id: str = Field(min_length=1)
+    adapter: str
+    weights: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    steps: list[int] | None = None
+    cfg: list[float] | None = None
+    solver: list[str] | None = None
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v):
+        return _sweep_axis(v, "step count", lambda s: 1 <= s <= MAX_STEPS,
+                           f"step counts must be >= 1 and <= {MAX_STEPS}")
+
+    @field_validator("cfg")
+    @classmethod
+    def _cfg(cls, v):
+        return _sweep_axis(v, "guidance scale", lambda c: math.isfinite(c) and c >= 0,
+                           "guidance scales must be finite and >= 0")
+
+    @field_validator("solver")
+    @classmethod
+    def _solver(cls, v):
+        if v is not None and not v:
+            raise ValueError("must list at least one solver (or leave the key out)")
+        return v
+
+
+def _unique_ids(entries: list, what: str) -> list:
+    if not entries:
+        raise ValueError(f"must list at least one {what}")
+    ids = [e.id for e in entries]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate {what} ids {dup}")
+    return entries
+
+
+class SuiteFile(_Strict):
+    suite: str = Field(min_length=1)
+    description: str = ""
+    seed: int | list[int] = 42
+    batch_size: int = Field(default=64, ge=1)
+    device: str = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    samples: SamplesEntry = Field(default_factory=SamplesEntry)
+    keep_samples: int = Field(default=8, ge=0)
+    timing: TimingEntry = Field(default_factory=TimingEntry)
+    datasets: list[DatasetEntry | str]
+    metrics: dict[str, dict[str, Any] | None]
+    models: list[ModelEntry]
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v):
+        return _unique_ids([DatasetEntry(id=d) if isinstance(d, str) else d for d in v], "dataset")
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v):
+        return _unique_ids(v, "model")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v):
+        seeds = [v] if isinstance(v, int) else v
+        if not seeds:
+            raise ValueError("must list at least one seed")
+        if any(s < 0 or s > MAX_SEED for s in seeds):
+            raise ValueError(f"seeds must be 0..{MAX_SEED}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        if v not in ("auto", "cpu") and not v.startswith("cuda"):
+            raise ValueError(f"expected 'auto', 'cpu' or 'cuda[:N]', got {v!r}")
+        return v
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed] if isinstance(self.seed, int) else list(self.seed)
+
+
+SECTIONS = (DatasetEntry, SamplesEntry, TimingEntry, ModelEntry)
+UNION_LABELS = {"DatasetEntry", "ModelEntry", "str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def loc_text(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in UNION_LABELS or "[" in str(part) or "function-after" in str(part):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<top level>"
+
+
+def fields_at(loc: tuple) -> list[str]:
+    """Allowed field names of the schema object at ``loc`` (for did-you-mean on unknown keys)."""
+    model: type[BaseModel] | None = SuiteFile
+    for part in loc[:-1]:
+        if model is None or isinstance(part, int) or part in UNION_LABELS:
+            continue
+        f = model.model_fields.get(part)
+        if f is None:
+            return []
+        ann = str(f.annotation)
+        model = next((m for m in SECTIONS if m.__name__ in ann), None)
+    return list(model.model_fields) if model else []
