@@ -10,20 +10,26 @@ import sys
 from pathlib import Path
 
 DEFAULT_DB = "results/bench.duckdb"
+INCLUDE_HELP = ("import a module (dotted name or .py file) that registers adapters, metrics or datasets; repeatable; "
+                "Ray workers import it too (installed packages register through entry points instead)")
 
 
 def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+    for line in str(msg).splitlines() or [""]:
+        print(f"error: {line}", file=sys.stderr)
     return 2
 
 
-def _load_suite(path: str):
+def _load_suite(path: str, includes: list[str] | tuple[str, ...] = ()):
+    from bench import registry
     from bench.suite import Suite
+    for ref in includes:                 # user modules that register adapters, metrics or datasets
+        registry.include(ref)
     return Suite.load(path)
 
 
 def cmd_validate(args) -> int:
-    suite = _load_suite(args.suite)
+    suite = _load_suite(args.suite, args.include)
     cells = suite.expand()
     import pandas as pd
 
@@ -49,30 +55,32 @@ def cmd_validate(args) -> int:
     with pd.option_context("display.max_rows", args.max_rows, "display.width", 160):
         print(df.to_string(index=False, max_rows=args.max_rows))
     print(f"total images: {total_images:,}   total declared NFE: {total_nfe:,}"
-          + (f"   (+ {unsized} cells sized by their dataset, one sample per reference image)" if unsized else ""))
+          + (f"   (+ {unsized} cells sized by their dataset's copy on disk)" if unsized else ""))
     for m in suite.spec.models:      # guidance semantics the plan must not hide (e.g. SoFlow's ignored cfg axis)
         cls = registry.resolve("model adapter", m.adapter)
-        if getattr(cls, "cfg_ignored", False) and m.cfg:
+        if cls.cfg_ignored and m.cfg:
             print(f"note: {m.id} ({m.adapter}): the cfg axis is ignored -- {cls.guidance}; its cfg values "
                   f"{m.cfg} give identical images")
-        elif getattr(cls, "guidance", None) and m.cfg:
+        elif cls.guidance and m.cfg:
             print(f"guidance: {m.id} ({m.adapter}): {cls.guidance}")
     return 0
 
 
 def _planned_n(cell) -> int | None:
-    """Samples a cell will generate, from the plan alone (None when it depends on the dataset's size)."""
+    """Samples a cell will generate, from the plan and the dataset's card alone (None when only the copy on disk
+    can tell)."""
+    from bench import registry
     p = cell.plan
+    ds = registry.resolve("dataset", cell.dataset_source)
     if p.kind == "per_class":
-        if cell.dataset_source.startswith("mini-"):
-            from bench.mini.data import NUM_CLASSES
-            return p.n * NUM_CLASSES
-        return None
-    if p.kind == "uniform" or p.n is not None:
+        card = ds.card(cell.dataset_source)
+        return p.n * card.classes if card is not None and card.classes else None
+    if p.kind == "uniform":
         return p.n
-    if cell.dataset_source.startswith("mini-"):
-        return int(cell.dataset_options.get("size", 1000))
-    return None
+    size = ds.planned_size(cell.dataset_source, cell.dataset_options)
+    if p.n is not None:
+        return p.n if size is None else min(p.n, size)
+    return size
 
 
 def _positive_int(v: str) -> int:
@@ -83,13 +91,14 @@ def _positive_int(v: str) -> int:
 
 def cmd_run(args) -> int:
     from bench.runner import Runner
-    suite = _load_suite(args.suite)
-    runner = Runner(suite, db=args.db, overwrite=args.overwrite, progress=not args.quiet, device=args.device)
+    suite = _load_suite(args.suite, args.include)
+    runner = Runner(suite, db=args.db, overwrite=args.overwrite, progress=not args.quiet, device=args.device,
+                    includes=tuple(args.include))
     if args.executor == "ray":
         from bench.dist.ray_executor import RayExecutor, RayOptions
         opts = RayOptions(address=args.ray_address, workers=args.workers, gpus_per_task=args.gpus_per_task,
                           cpus_per_task=args.cpus_per_task, shards_per_cell=args.shards_per_cell,
-                          max_retries=args.max_retries, imports=tuple(args.ray_import))
+                          max_retries=args.max_retries)
         s = RayExecutor(runner, opts).run()
     else:
         s = runner.run()
@@ -102,6 +111,27 @@ def cmd_run(args) -> int:
     return s.exit_code
 
 
+def cmd_components(args) -> int:
+    """Registered adapters, metrics and datasets: name, where it comes from, and its options with defaults."""
+    from bench import registry
+    for ref in args.include:
+        registry.include(ref)
+    kinds = {"adapters": "model adapter", "metrics": "metric", "datasets": "dataset"}
+    for label in ([args.kind] if args.kind else list(kinds)):
+        reg = registry.KINDS[kinds[label]]
+        print(f"{label}:")
+        for name in reg.names():
+            line = f"  {name:<16} {reg.origin(name)}"
+            if args.options:
+                try:
+                    opts = reg.resolve(name).validate_options({})
+                    line += "\n" + "\n".join(f"      {k} = {v!r}" for k, v in opts.items())
+                except Exception as e:          # an optional dependency missing: say so, list the rest
+                    line += f"  (cannot be loaded here: {type(e).__name__}: {e})"
+            print(line)
+    return 0
+
+
 def cmd_ls(args) -> int:
     from bench.store import ResultStore
     with ResultStore(args.db, read_only=True) as st:
@@ -110,8 +140,8 @@ def cmd_ls(args) -> int:
     return 0
 
 
-SHOW_COLUMNS = ["model", "dataset", "steps", "cfg", "solver", "n", "fid", "is", "kid", "clip_score", "pickscore",
-                "mmhm", "nfe", "latency_s", "status"]
+# `bench show`'s columns; "*" stands for every ranked metric in the store (its stored display order, MMHM last)
+SHOW_COLUMNS = ["model", "dataset", "steps", "cfg", "solver", "n", "*", "nfe", "latency_s", "status"]
 
 
 def _frame(args):
@@ -123,7 +153,8 @@ def _frame(args):
     if suite:
         name = suite
         if Path(suite).is_file():
-            name = _load_suite(suite).name
+            from bench.suite import Suite
+            name = Suite.name_of(suite)           # the name only: no component is imported (reports are torch-free)
         df = df[df["suite"] == name]
     if getattr(args, "dataset", None):
         df = df[df["dataset"] == args.dataset]
@@ -132,13 +163,21 @@ def _frame(args):
 
 def cmd_show(args) -> int:
     import pandas as pd
+
+    from bench.report.directions import from_store
+    from bench.report.source import snapshot
     df = _frame(args)
     if df.empty:
         print("(no matching cells)")
         return 0
-    cols = [c for c in SHOW_COLUMNS if c in df.columns]
+    with snapshot(args.db) as db:         # what each metric is: recorded in the store beside its values
+        specs = from_store(db)
+    metrics = specs.ranked(df)
+    cols = [c for name in SHOW_COLUMNS for c in (metrics if name == "*" else [name]) if c in df.columns]
+    formats = {c: (lambda v, s=specs[c]: "NaN" if pd.isna(v) else s.format(v)) for c in metrics
+               if specs[c].fmt != ".4g"}
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.4g}".format):
-        print(df[cols].to_string(index=False))
+        print(df[cols].to_string(index=False, formatters=formats))
     failed = df[df["status"] == "failed"]
     for _, r in failed.iterrows():
         print(f"failed: {r['model']} {r['dataset']} steps={r['steps']} cfg={r['cfg']}: {r['error']}", file=sys.stderr)
@@ -181,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a suite (skips cells already stored)")
     p.add_argument("suite")
+    p.add_argument("--include", action="append", default=[], metavar="MODULE_OR_PATH", help=INCLUDE_HELP)
     p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--overwrite", choices=["never", "missing", "always"], default="missing",
                    help="never: keep every stored cell; missing (default): re-run missing and failed cells; "
@@ -198,14 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shards-per-cell", type=_positive_int, default=1,
                    help="split each cell's samples into K disjoint ranges run in parallel and merged exactly")
     g.add_argument("--max-retries", type=int, default=2, help="retries of a shard whose worker died")
-    g.add_argument("--ray-import", action="append", default=[], metavar="MODULE",
-                   help="module each worker imports first (registers third-party adapters, metrics, extractors)")
+    g.add_argument("--ray-import", action="append", dest="include", metavar="MODULE", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a suite and print its plan")
     p.add_argument("suite")
+    p.add_argument("--include", action="append", default=[], metavar="MODULE_OR_PATH", help=INCLUDE_HELP)
     p.add_argument("--max-rows", type=int, default=60)
     p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("components", help="list registered adapters, metrics and datasets (built in, entry "
+                       "points, --include)")
+    p.add_argument("kind", nargs="?", choices=["adapters", "metrics", "datasets"])
+    p.add_argument("--options", action="store_true", help="also list each one's options and defaults")
+    p.add_argument("--include", action="append", default=[], metavar="MODULE_OR_PATH", help=INCLUDE_HELP)
+    p.set_defaults(fn=cmd_components)
 
     p = sub.add_parser("ls", help="list stored suites")
     p.add_argument("--db", default=DEFAULT_DB)
@@ -299,6 +346,8 @@ def cmd_cache(args) -> int:
 
 def cmd_data(args) -> int:
     from bench.data.base import DatasetError
+    from bench.data.decode import EXTS
+    from bench.data.locate import card_of
     from bench.data.verify import dataset_dir, manifest_path, read_manifest, verify, write_manifest
     try:
         root = dataset_dir(args.name, args.root)
@@ -309,7 +358,8 @@ def cmd_data(args) -> int:
         if not mpath.is_file():
             return _err(f"no manifest {mpath} for {args.name!r}; write one from a trusted copy with "
                         f"`bench data manifest {args.name} --root DIR`")
-        v = verify(root, read_manifest(mpath))
+        manifest = read_manifest(mpath)
+        v = verify(root, manifest)
     except DatasetError as e:
         return _err(str(e))
     for label, paths in (("missing", v.missing), ("changed", v.changed), ("extra", v.extra)):
@@ -319,16 +369,23 @@ def cmd_data(args) -> int:
             print(f"{label}: ... and {len(paths) - 20} more")
     print(f"{args.name} ({root}): {v.checked - len(v.changed)} of {v.checked + len(v.missing)} files match "
           f"{mpath.name}; {len(v.missing)} missing, {len(v.changed)} changed, {len(v.extra)} extra")
+    card = card_of(args.name)
+    if card is not None and card.images is not None:       # a partial or padded copy can still match its manifest
+        images = sum(Path(r).suffix.lower() in EXTS for r in manifest)
+        if images != card.images:
+            print(f"note: the manifest lists {images:,} image files; the {args.name} card ({card.title}) expects "
+                  f"{card.images:,}")
     return 0 if v.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from bench.registry import RegistryError
     from bench.store import StoreError
     from bench.suite import SuiteError
     try:
         return args.fn(args)
-    except (SuiteError, StoreError) as e:
+    except (SuiteError, StoreError, RegistryError) as e:
         return _err(str(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

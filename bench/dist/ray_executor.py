@@ -4,10 +4,11 @@ What runs where:
 - the driver (`bench run --executor ray`) plans exactly as the local runner does (same keys, same skip rules),
   is the only process that opens the DuckDB store, merges each cell's shard states with the accumulators' own
   merge, and writes the cell as soon as its last shard is back;
-- a `ModelWorker` actor per (model, worker slot) loads its model once and serves every shard of that model
-  sent to it; it returns accumulator states (feature / score rows by sample id), counts and timings, never
-  images. Reference statistics come from the content-keyed cache under the results folder, so on one machine
-  (or a shared filesystem) they are computed once whatever the number of workers.
+- a `_Worker` actor per (model, worker slot) holds an `Engine` (the local executor's worker too), loads its
+  model once and serves every shard of that model sent to it; it returns accumulator states (feature / score
+  rows by sample id), counts and timings, never images. Reference statistics come from the content-keyed cache
+  under the results folder, so on one machine (or a shared filesystem) they are computed once whatever the
+  number of workers.
 Fault tolerance: an actor whose process dies (killed, out of host memory) is restarted and the task retried up to
 ``max_retries`` times; a shard that still cannot finish fails its cell with the reason, and the sweep goes on.
 Completed cells are stored as they finish, so a killed driver loses nothing stored and a rerun resumes.
@@ -18,13 +19,14 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench import registry
+from bench.cell import CellSpec, RunSettings
+from bench.engine import Engine, Shard
 from bench.runner import PlannedModel, Runner, RunSummary
-from bench.suite import Suite
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class RayOptions:
     cpus_per_task: float = 1.0
     shards_per_cell: int = 1
     max_retries: int = 2
-    imports: tuple[str, ...] = ()       # modules workers import first (third-party registrations)
+    imports: tuple[str, ...] = ()       # --include modules (driver and workers import them first)
     num_cpus: int | None = None         # for a local Ray only
 
 
@@ -47,23 +49,22 @@ def split(n: int, k: int) -> list[tuple[int, int]]:
 
 
 class _Worker:
-    """Body of the Ray actor: one model loaded once, datasets/metrics built once, shards served on request."""
+    """Body of the Ray actor: one `Engine` (the same worker the local executor uses), the model loaded once,
+    datasets and metrics built once, shards served on request. It imports the run's --include modules and
+    registers the driver's run-time registrations before anything is resolved."""
 
-    def __init__(self, suite_path: str, suite_text: str, db: str, device: str | None, model_id: str,
-                 registry_kinds: dict[str, dict[str, str]], imports: tuple[str, ...]):
-        import importlib
-        for m in imports:
-            importlib.import_module(m)
-        for kind, table in registry_kinds.items():
-            registry.KINDS[kind].update(table)
-        suite = Suite.parse(suite_text, suite_path)
-        self.runner = Runner(suite, db=Path(db), device=device, progress=False)
-        cell = next(c for c in suite.expand() if c.model.id == model_id)
-        self.adapter = registry.resolve("model adapter", cell.model.adapter)()
-        self.adapter.load(cell.model, self.runner.device)
+    def __init__(self, settings: RunSettings, registrations: dict[str, dict[str, str]], spec):
+        for kind, table in registrations.items():
+            for name, target in table.items():
+                registry.register(kind, name, target)
+        self.engine = Engine(settings)
+        self.spec = spec        # loaded on the first task, so a load error fails cells with its reason
 
-    def shard(self, cell, lo: int, hi: int, with_latency: bool):
-        return self.runner.run_shard(cell, self.adapter, lo, hi, with_latency)
+    def count(self, cs: CellSpec) -> int:
+        return self.engine.count(cs)
+
+    def shard(self, cs: CellSpec, lo: int, hi: int | None, with_latency: bool) -> Shard:
+        return self.engine.run_shard(cs, lo, hi, with_latency)
 
     def pid(self) -> int:
         return os.getpid()
@@ -85,10 +86,15 @@ def _init_ray(opts: RayOptions):
 
 
 class RayExecutor:
+    """Executes a `Runner`'s plan on Ray: per model, actors load it once and serve shards; the driver merges each
+    cell's shards with its own engine (`Engine.finish`) and stores the cell as soon as its last shard is back."""
+
     def __init__(self, runner: Runner, opts: RayOptions):
         self.runner, self.opts = runner, opts
         if opts.shards_per_cell < 1:
             raise ValueError(f"--shards-per-cell must be >= 1, got {opts.shards_per_cell}")
+        for ref in opts.imports:                    # the driver resolves names from them too
+            registry.include(ref)
 
     def run(self) -> RunSummary:
         self.ray = _init_ray(self.opts)
@@ -106,62 +112,77 @@ class RayExecutor:
             return max(1, min(by_cpu, int(res.get("GPU", 0) // self.opts.gpus_per_task)))
         return max(1, by_cpu)
 
-    def _run_model(self, planned: PlannedModel, store, run_id: str, summary: RunSummary, cell_bar) -> None:
+    def _worker_settings(self) -> RunSettings:
+        s = self.runner.settings
+        includes = tuple(dict.fromkeys((*self.opts.imports, *s.includes)))
+        return replace(s, device=str(self.runner.device), progress=False, includes=includes)
+
+    def _run_model(self, planned: PlannedModel) -> None:
         runner, ray = self.runner, self.ray
-        adapter, wid = planned.adapter, planned.weights_id
         if planned.load_error is not None:
-            for cell, key in planned.cells:
-                runner._fail(store, run_id, cell, key, adapter, wid, planned.load_error, summary, cell_bar)
+            for cs in planned.cells:
+                runner.fail_cell(cs, planned.load_error)
             return
-        suite = runner.suite
-        kinds = {k: dict(v) for k, v in registry.KINDS.items()}
-        tasks: deque = deque()
-        pending: dict[str, dict[str, Any]] = {}
-        for cell, key in planned.cells:
-            n = len(runner.cell_samples(cell, adapter)[2])
-            ranges = split(n, self.opts.shards_per_cell)
-            pending[key] = {"cell": cell, "left": len(ranges), "shards": [], "t0": time.perf_counter(),
-                            "failed": False}
-            tasks.extend((key, lo, hi) for lo, hi in ranges)
-        n_workers = min(self._n_workers(), len(tasks))
-        actors = [self.actor_cls.remote(str(suite.path), suite.text, str(runner.db), str(runner.device),
-                                        planned.spec.id, kinds, tuple(self.opts.imports))
-                  for _ in range(n_workers)]
-        idle, inflight = deque(actors), {}
+        settings, regs = self._worker_settings(), registry.runtime_registrations()
+        n_workers = min(self._n_workers(), len(planned.cells) * self.opts.shards_per_cell)
+        actors = [self.actor_cls.remote(settings, regs, planned.spec) for _ in range(n_workers)]
         try:
-            while tasks or inflight:
-                while tasks and idle:
-                    key, lo, hi = tasks.popleft()
-                    if pending[key]["failed"]:
-                        continue
-                    actor = idle.popleft()
-                    ref = actor.shard.remote(pending[key]["cell"], lo, hi, lo == 0)
-                    inflight[ref] = (actor, key)
-                if not inflight:
-                    continue
-                done, _ = ray.wait(list(inflight), num_returns=1)
-                actor, key = inflight.pop(done[0])
-                idle.append(actor)
-                job = pending[key]
-                if job["failed"]:
-                    continue
-                try:
-                    job["shards"].append(ray.get(done[0]))
-                except Exception as e:   # the task's own error, or its worker died more often than retried
-                    job["failed"] = True
-                    runner._fail(store, run_id, job["cell"], key, adapter, wid, _unwrap(e), summary, cell_bar)
-                    continue
-                job["left"] -= 1
-                if job["left"] == 0:
-                    try:
-                        runner.finish_cell(job["cell"], key, adapter, wid, job["shards"], store, run_id, summary,
-                                           job["t0"])
-                        cell_bar.update(1)
-                    except Exception as e:
-                        runner._fail(store, run_id, job["cell"], key, adapter, wid, e, summary, cell_bar)
+            self._serve(planned, actors)
         finally:
             for a in actors:
                 ray.kill(a)
+
+    def _ranges(self, cs: CellSpec, actor) -> list[tuple[int, int | None]]:
+        """The shard ranges of a cell: the whole cell, or K ranges of the size a loaded worker reports (the plan
+        can depend on the loaded model, e.g. pre-generated samples with their own labels)."""
+        if self.opts.shards_per_cell == 1:
+            return [(0, None)]
+        return split(self.ray.get(actor.count.remote(cs)), self.opts.shards_per_cell)
+
+    def _serve(self, planned: PlannedModel, actors: list) -> None:
+        runner, ray = self.runner, self.ray
+        tasks: deque = deque()
+        pending: dict[str, dict[str, Any]] = {}
+        for cs in planned.cells:
+            try:
+                ranges = self._ranges(cs, actors[0])
+            except Exception as e:                  # the plan itself fails (too few samples, ...): this cell only
+                runner.fail_cell(cs, _unwrap(e))
+                continue
+            pending[cs.key] = {"cs": cs, "left": len(ranges), "shards": [], "t0": time.perf_counter(),
+                               "failed": False}
+            tasks.extend((cs.key, lo, hi) for lo, hi in ranges)
+        idle, inflight = deque(actors), {}
+        while tasks or inflight:
+            while tasks and idle:
+                key, lo, hi = tasks.popleft()
+                if pending[key]["failed"]:
+                    continue
+                actor = idle.popleft()
+                ref = actor.shard.remote(pending[key]["cs"], lo, hi, lo == 0)
+                inflight[ref] = (actor, key)
+            if not inflight:
+                continue
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            actor, key = inflight.pop(done[0])
+            idle.append(actor)
+            job = pending[key]
+            if job["failed"]:
+                continue
+            try:
+                job["shards"].append(ray.get(done[0]))
+            except Exception as e:   # the task's own error, or its worker died more often than retried
+                job["failed"] = True
+                runner.fail_cell(job["cs"], _unwrap(e))
+                continue
+            job["left"] -= 1
+            if job["left"] == 0:
+                try:
+                    result = runner.engine.finish(job["cs"], job["shards"])
+                except Exception as e:
+                    runner.fail_cell(job["cs"], e)
+                    continue
+                runner.finish_cell(job["cs"], result, job["t0"])
 
 
 def _unwrap(err: BaseException) -> BaseException:

@@ -1,0 +1,206 @@
+"""The worker side of a run: an `Engine` loads models, datasets and metrics once and turns a `CellSpec` (and a
+sample range of it) into a `Shard`; it merges a cell's shards into a `CellResult`. It never opens the store.
+
+The local executor and the Ray executor (`bench.dist.ray_executor`) use the same two public pieces: the driver
+(`bench.runner.Runner`: plan, skip stored, write) and this engine. Invariants:
+- a shard carries accumulator states (feature and score rows by sample id), counts and timings, never images
+  (except the few kept sample PNGs of the shard holding sample 0), so shards merge exactly in any split;
+- ``finish`` needs no generator: what it records about the model (declared NFE, ``describe()``) comes back in
+  the shards from the worker that had it loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from bench import registry
+from bench.cell import Cell, CellSpec, RunSettings, canonical_json
+from bench.data.base import plan_labels
+from bench.generation import generate, resolve_device, stream_cell
+from bench.models.base import Generator, ModelSpec
+from bench.suite.schema import TimingEntry
+from bench.timing import measure, summarize
+
+
+@dataclass
+class Shard:
+    """What generating and scoring samples [lo, hi) of a cell hands back: accumulator states (feature and score
+    rows by sample id), counts and timings, never images (except the few kept sample PNGs of the first shard)."""
+    lo: int
+    hi: int
+    states: dict[str, dict]
+    nfe_rows: int
+    generate_s: float
+    score_s: float
+    kept: list
+    generation_batch: int
+    backoffs: list
+    latency: dict
+    nfe_declared: float = float("nan")
+    generator: dict = field(default_factory=dict)      # the loaded adapter's describe()
+
+
+@dataclass
+class CellResult:
+    """A finished cell, ready for the store: metric values with their declared outputs, timings, provenance."""
+    n: int
+    values: dict[str, tuple]           # name -> (value, source metric, source version, options, Output)
+    timings: dict[str, tuple[float, str]]
+    provenance: dict[str, Any]
+    kept: list
+    nfe: float
+
+
+class Engine:
+    """Models, datasets and metrics of one process, each built once; `run_shard` and `finish` over cell specs."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+        for ref in settings.includes:              # the same user modules in every process
+            registry.include(ref)
+        self.device = resolve_device(settings.device)
+        self.cache_dir = Path(settings.cache_dir)
+        self.timing = TimingEntry(**settings.timing)
+        self._datasets: dict[str, Any] = {}
+        self._metrics: dict[str, Any] = {}
+        self._adapters: dict[str, Generator] = {}
+        self._latency_memo: dict[str, dict[str, float]] = {}   # see TimingEntry.latency; one run per engine
+
+    # -- shared resources, built once ---------------------------------------------------------------------------
+    def dataset(self, cell: Cell):
+        if cell.dataset not in self._datasets:
+            cls = registry.resolve("dataset", cell.dataset_source)
+            self._datasets[cell.dataset] = cls(cell.dataset_source, **cell.dataset_options)
+        return self._datasets[cell.dataset]
+
+    def metrics(self, cell: Cell) -> dict[str, Any]:
+        out = {}
+        for name, opts in cell.metrics.items():
+            k = name + canonical_json(opts)
+            if k not in self._metrics:
+                self._metrics[k] = registry.resolve("metric", name)(opts, self.device, self.cache_dir)
+            out[name] = self._metrics[k]
+        return out
+
+    def metric_versions(self, cell: Cell) -> dict[str, str]:
+        return {name: m.version_key() for name, m in self.metrics(cell).items()}
+
+    def load(self, spec: ModelSpec) -> Generator:
+        """The model's adapter, loaded onto this engine's device once (raises what loading raises)."""
+        key = canonical_json(asdict(spec))
+        if key not in self._adapters:
+            adapter = registry.resolve("model adapter", spec.adapter)()
+            adapter.load(spec, self.device)
+            self._adapters[key] = adapter
+        return self._adapters[key]
+
+    def unload(self, spec: ModelSpec) -> None:
+        self._adapters.pop(canonical_json(asdict(spec)), None)
+
+    # -- one cell -----------------------------------------------------------------------------------------------
+    def samples(self, cs: CellSpec) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(dataset, labels, sample_ids) of a cell: the whole plan, the same in every process."""
+        cell = cs.cell
+        adapter = self.load(cell.model)
+        dataset = self.dataset(cell)
+        adapter.bind_dataset(dataset)
+        labels, ids = plan_labels(dataset, cell.plan, cell.seed)
+        return (dataset, *adapter.plan(labels, ids))
+
+    def count(self, cs: CellSpec) -> int:
+        """How many samples the cell has (what a driver splits into shards)."""
+        return len(self.samples(cs)[2])
+
+    def run_shard(self, cs: CellSpec, lo: int = 0, hi: int | None = None, with_latency: bool = True) -> Shard:
+        """Generate and score the samples [lo, hi) of a cell's plan; return accumulator states, never images.
+        The shard holding sample 0 keeps the sample PNGs and (``with_latency``) measures latency."""
+        cell = cs.cell
+        adapter = self.load(cell.model)
+        dataset, labels, ids = self.samples(cs)
+        hi = len(ids) if hi is None else min(hi, len(ids))
+        accs = {name: m.accumulator(dataset) for name, m in self.metrics(cell).items()}
+        bar = tqdm(total=hi - lo, desc=f"{cell.model.id} {cell.dataset} s={cell.steps} w={cell.cfg}",
+                   unit="img", leave=False, disable=not self.settings.progress, position=1)
+        try:
+            out = stream_cell(adapter, cell, dataset, list(accs.values()), labels[lo:hi], ids[lo:hi], self.device,
+                              keep=self.settings.keep_samples if lo == 0 else 0, bar=bar)
+        finally:
+            bar.close()
+        latency = (self._latency(cell, adapter, labels[lo:hi], ids[lo:hi], out["batch_times"],
+                                 out["generation_batch"]) if with_latency else {})
+        return Shard(lo, hi, {k: a.state() for k, a in accs.items()}, out["nfe_rows"], out["generate_s"],
+                     out["score_s"], out["kept"], out["generation_batch"], out["backoffs"], latency,
+                     nfe_declared=adapter.nfe_per_image(cell.settings()), generator=adapter.describe())
+
+    def finish(self, cs: CellSpec, shards: list[Shard]) -> CellResult:
+        """Merge the shards' accumulator states (exact: rows are ordered by sample id) and compute the values."""
+        cell = cs.cell
+        shards = sorted(shards, key=lambda sh: sh.lo)
+        n = sum(sh.hi - sh.lo for sh in shards)
+        dataset = self.dataset(cell)
+        t_res = time.perf_counter()
+        metrics = self.metrics(cell)
+        values: dict[str, tuple] = {}
+        for name, metric in metrics.items():
+            acc = metric.accumulator(dataset)
+            for sh in shards:
+                acc.add_state(sh.states[name])
+            desc = metric.describe()
+            for k, v in acc.result().items():
+                values[k] = (v, name, metric.version, desc, metric.output(k))
+        score_s = sum(sh.score_s for sh in shards) + time.perf_counter() - t_res
+        nfe = sum(sh.nfe_rows for sh in shards) / n if n else 0.0
+        timings = {"nfe": (nfe, "evals/image"), "nfe_declared": (shards[0].nfe_declared, "evals/image"),
+                   "generate_s": (sum(sh.generate_s for sh in shards), "s"), "score_s": (score_s, "s")}
+        for sh in shards:
+            timings.update(sh.latency)
+        prov = {"weights": cs.weights_id, "dataset_fingerprint": dataset.fingerprint(),
+                "metrics": {n_: m.version_key() for n_, m in metrics.items()}, "device": str(self.device),
+                "dtype": cell.dtype, "batch_size": cell.batch_size,
+                "generation_batch": min(sh.generation_batch for sh in shards)}
+        if shards[0].generator:
+            prov["generator"] = shards[0].generator     # resolved pipeline, scheduler, resize filter, guidance
+        if len(shards) > 1:
+            prov["shards"] = [[sh.lo, sh.hi] for sh in shards]
+        backoffs = [b for sh in shards for b in sh.backoffs]
+        if backoffs:
+            prov["out_of_memory_backoffs"] = backoffs
+        prov.update(dataset.provenance())              # decode failures, unmapped folders
+        return CellResult(n, values, timings, prov, [k for sh in shards for k in sh.kept], nfe)
+
+    # -- latency ------------------------------------------------------------------------------------------------
+    def _latency(self, cell: Cell, adapter, labels, ids, batch_times, gen_batch: int) -> dict[str, tuple[float, str]]:
+        """Batch-1 latency, measured apart from the bulk pass; throughput at the suite batch size, either measured
+        apart too ("separate") or from the bulk pass's full, synchronised batches after the first ("bulk")."""
+        t = self.timing
+        if not t.enabled or not adapter.networks():
+            return {}
+
+        def call(b: int) -> None:
+            generate(adapter, cell, labels[:b], ids[:b])
+
+        # what batch-1 latency depends on: not the dataset, sample plan or seed (the seed's noise costs the same)
+        memo = canonical_json({"model": asdict(cell.model), "adapter_version": adapter.version, "steps": cell.steps,
+                               "cfg": cell.cfg, "solver": cell.solver, "dtype": cell.dtype, "device": str(self.device),
+                               "timing": t.model_dump()})
+        reuse = t.latency == "per_setting" and memo in self._latency_memo
+        if reuse:
+            lat = self._latency_memo[memo]
+        else:
+            lat = self._latency_memo[memo] = measure(call, 1, t.warmup, t.repeats, self.device)
+        shared = {"latency_shared": (float(reuse), "1 = taken from an earlier cell of these settings in this run")}
+        b = min(gen_batch, len(ids))    # the suite's batch size, or what out-of-memory back-off left of it
+        full = [sec / n for n, sec in batch_times[1:] if n == min(cell.batch_size, len(ids))]
+        if t.throughput == "bulk" and full:
+            thr = summarize(full)
+        else:
+            thr = measure(call, b, min(t.warmup, 1), t.throughput_repeats, self.device)
+        return {"latency_s": (lat["median_s"], "s/image @ batch 1"), "latency_iqr_s": (lat["iqr_s"], "s"),
+                **shared, "throughput_ips": (1.0 / thr["median_s"], f"images/s @ batch {b}"),
+                "throughput_iqr_s": (thr["iqr_s"], "s/image")}
