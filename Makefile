@@ -43,8 +43,8 @@ lint: setup
 
 # Two independent single-threaded chains (metric nets; generators) on two cores; each is a pure function of its seeds.
 mini-weights: setup
-	$(BIN)/python -m bench.mini.train classifier clip pick --threads 1 & metrics=$$!; \
-	$(BIN)/python -m bench.mini.train sit meanflow distill --threads 1 && wait $$metrics
+	$(BIN)/python -m mini_training classifier clip pick --threads 1 & metrics=$$!; \
+	$(BIN)/python -m mini_training sit meanflow distill --threads 1 && wait $$metrics
 
 clean:
 	rm -rf results reports

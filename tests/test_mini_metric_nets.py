@@ -139,7 +139,7 @@ def test_clip_ranks_right_class_first(val):
 
 
 def test_pick_prefers_clean_and_right_class():
-    from bench.mini.train_metrics import preference_pairs
+    from mini_training.pick import preference_pairs
     model, tokenizer = M.load_clip("pick")
     prompts = [D.prompt(k) for k in range(D.NUM_CLASSES)]
     for kind, threshold in (("degraded", 0.95), ("wrong_class", 0.95)):

@@ -3,7 +3,7 @@
 One network class serves all three mini generators; a plain-dict config (stored in the weights manifest)
 says which extra inputs it takes:
 
-- ``t``     always: the time in [0, 1] (t = 1 is pure noise, t = 0 data; see train_generators.py);
+- ``t``     always: the time in [0, 1] (t = 1 is pure noise, t = 0 data; see mini_training/generators.py);
 - ``r``     when ``config["second_time"] == "r"``: MeanFlow's start time r <= t (embedded as t - r);
 - ``w``     when ``config["second_time"] == "w"``: the guidance scale, a network input of the distilled
             student (embedded as w - 1);

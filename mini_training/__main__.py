@@ -1,4 +1,4 @@
-"""`python -m bench.mini.train [PART ...]`: retrain the miniature world's weights on CPU from fixed seeds.
+"""`python -m mini_training [PART ...]`: retrain the miniature world's weights on CPU from fixed seeds.
 
 Parts run in dependency order: the metric networks first (classifier, clip, pick), then the generators
 (sit, meanflow, then distill, whose teacher is sit). `make mini-weights` runs all of them.
@@ -11,17 +11,17 @@ import importlib
 import time
 
 PARTS = {
-    "classifier": "bench.mini.train_metrics:train_classifier",
-    "clip": "bench.mini.train_metrics:train_clip",
-    "pick": "bench.mini.train_metrics:train_pick",
-    "sit": "bench.mini.train_generators:train_sit",
-    "meanflow": "bench.mini.train_generators:train_meanflow_recipe",
-    "distill": "bench.mini.train_generators:train_distill",
+    "classifier": "mini_training.classifier:train_classifier",
+    "clip": "mini_training.clip:train_clip",
+    "pick": "mini_training.pick:train_pick",
+    "sit": "mini_training.generators:train_sit",
+    "meanflow": "mini_training.generators:train_meanflow_recipe",
+    "distill": "mini_training.generators:train_distill",
 }
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.mini.train", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m mini_training", description=__doc__)
     ap.add_argument("parts", nargs="*", choices=list(PARTS), default=list(PARTS))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args(argv)
