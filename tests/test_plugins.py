@@ -102,3 +102,12 @@ def test_plugin_runs_locally_and_on_ray_with_the_same_values_and_shows_everywher
     assert "Brightness" in html
     svg = next(out.rglob("steps-mini-val.svg")).read_text()      # the metrics-against-steps plot has its panel
     assert "Brightness (higher is better, 0-255)" in svg             # label, direction and unit, from the store
+
+
+def test_the_readme_quotes_the_plugin_adapter_verbatim():
+    """The README's 'Add your own model' example is the adapter these tests install and run, not a copy that
+    can drift."""
+    adapter = (ROOT / "tests" / "fixtures" / "plugin" / "stepbench_tinyflow" / "adapter.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert f"```python\n{adapter}```" in readme
+    assert len(adapter.splitlines()) <= 45
