@@ -6,7 +6,7 @@ SUITE   ?= suites/mini.yaml
 DB      ?= results/bench.duckdb
 STAMP   := $(VENV)/.stepbench-installed
 
-.PHONY: setup test test-slow bench report perf lint mini-weights clean
+.PHONY: setup test test-slow mutants bench report perf lint mini-weights clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# one-line bugs planted one at a time in a temp copy: each must make a test fail (tests/mutants.py)
+mutants: setup
+	$(BIN)/python tests/mutants.py
 
 bench: setup
 	$(BIN)/bench run $(SUITE) --db $(DB)

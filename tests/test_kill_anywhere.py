@@ -65,16 +65,22 @@ def _values(db: Path):
     return cells, metrics
 
 
-def kill_loop(suite_text: str, tmp_path: Path, kills: int, seed: int) -> dict:
-    """Run uninterrupted once, then kill/resume a second run until it has been killed `kills` times and then
-    completes; returns counts. Kill moments are uniform over the uninterrupted run's duration; the loop is bounded
-    at 2 * kills uninterrupted-run durations (a kill costs at most one)."""
+def _setup(suite_text: str, tmp_path: Path) -> tuple[Path, int, Path, Path]:
+    """(suite file, planned cells, the reference store, the store that gets killed)."""
     (tmp_path / "ref").mkdir()
     (tmp_path / "killed").mkdir()
     suite = tmp_path / "suite.yaml"
     suite.write_text(suite_text)
     planned = len(Suite.load(suite).expand())
     ref_db, db = tmp_path / "ref" / "b.duckdb", tmp_path / "killed" / "b.duckdb"
+    return suite, planned, ref_db, db
+
+
+def kill_loop(suite_text: str, tmp_path: Path, kills: int, seed: int) -> dict:
+    """Run uninterrupted once, then kill/resume a second run until it has been killed `kills` times and then
+    completes; returns counts. Kill moments are uniform over the uninterrupted run's duration; the loop is bounded
+    at 2 * kills uninterrupted-run durations (a kill costs at most one)."""
+    suite, planned, ref_db, db = _setup(suite_text, tmp_path)
     full_s = _run(suite, ref_db)
     rng = random.Random(seed)
     killed = stored_during = 0
@@ -107,9 +113,57 @@ def kill_loop(suite_text: str, tmp_path: Path, kills: int, seed: int) -> dict:
     return {"planned": planned, "kills": killed, "max_stored_between_kills": stored_during}
 
 
-def test_kill_anywhere_toy_suite_few_kills(tmp_path, toy_suite_text):
-    out = kill_loop(toy_suite_text(n=6, steps="[1, 2, 3]", cfg="[1.0, 2.0]"), tmp_path, kills=3, seed=1)
-    assert out["kills"] == 3 and out["planned"] == 6
+def _ok_cells(db: Path) -> int:
+    if not db.exists():
+        return 0
+    cells, _ = _values(db)
+    assert (cells["status"] == "ok").all(), "only complete cells are ever stored"
+    return len(cells)
+
+
+def kill_in_the_writing_window(suite_text: str, tmp_path: Path, kills: int, seed: int) -> dict:
+    """Kill each run right after its k-th stored cell (k = 1 or 2, read from the per-cell line the runner prints
+    once a cell is committed), a random 0-0.2 s into the next cell: the kill lands while cells are generated and
+    written, never only during start-up. After each kill the store holds every cell committed before it."""
+    suite, planned, ref_db, db = _setup(suite_text, tmp_path)
+    _run(suite, ref_db)
+    rng = random.Random(seed)
+    killed, gained = 0, []
+    while killed < kills:
+        before = _ok_cells(db)
+        target = rng.randint(1, 2)
+        p = subprocess.Popen(_cmd(suite, db), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=_env())
+        seen = 0
+        for line in p.stderr:
+            seen += " nfe=" in line
+            if seen >= target:
+                break
+        if seen < target:                      # it finished first: start again from an empty store
+            assert p.wait() == 0
+            db.unlink()
+            continue
+        time.sleep(rng.uniform(0, 0.2))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stderr.close()
+        killed += 1
+        after = _ok_cells(db)
+        assert after >= before + target, (before, target, after)      # cells were stored between kills
+        gained.append(after - before)
+    _run(suite, db)
+    ref_cells, ref_metrics = _values(ref_db)
+    cells, metrics = _values(db)
+    assert len(cells) == planned and list(cells["key"]) == list(ref_cells["key"])
+    assert metrics.equals(ref_metrics), "every stored value equals the uninterrupted run's"
+    return {"planned": planned, "kills": killed, "stored_between_kills": gained}
+
+
+@pytest.mark.timeout(300)
+def test_kill_in_the_cell_writing_window_toy_suite(tmp_path, toy_suite_text):
+    out = kill_in_the_writing_window(toy_suite_text(n=6, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0]"), tmp_path,
+                                     kills=3, seed=1)
+    assert out["kills"] == 3 and out["planned"] == 8 and all(g >= 1 for g in out["stored_between_kills"])
 
 
 @pytest.mark.slow

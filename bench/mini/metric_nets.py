@@ -117,12 +117,18 @@ def uint8_to_input(x: torch.Tensor, res: int = RES) -> torch.Tensor:
 
 
 def load_classifier(weights_path: str | Path | None = None) -> MiniClassifier:
-    """The shipped classifier (manifest entry ``classifier``, sha256-verified), or one from a safetensors file."""
+    """The shipped classifier (manifest entry ``classifier``, sha256-verified), or one from a safetensors file or a
+    plain tensor state dict (``torch.load(weights_only=True)``: what `fid_is_kid` hands torch-fidelity extractors
+    after converting a safetensors file)."""
     if weights_path is None:
         sd, cfg = W.load("classifier")
     else:
-        from safetensors.torch import load_file
-        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights_path)).items()}
+        if str(weights_path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            raw = load_file(str(weights_path))
+        else:
+            raw = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
         cfg = CLASSIFIER_CONFIG
     net = build_classifier(cfg)
     net.load_state_dict(sd)
