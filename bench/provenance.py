@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from bench.tempfiles import temp_name
+
 PACKAGES = ("torch", "torchvision", "torch-fidelity", "open-clip-torch", "transformers", "diffusers", "numpy",
             "duckdb", "pillow", "stepbench")
 _HASH_CACHE = Path(os.environ.get("STEPBENCH_HASH_CACHE", Path.home() / ".cache" / "stepbench" / "file-hashes.json"))
@@ -104,7 +106,7 @@ def write_json_cache(path: Path, obj: Any) -> None:
     """Atomically replace a JSON cache file; failures are ignored (a cache is an optimisation only)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = temp_name(path)
         tmp.write_text(json.dumps(obj))
         os.replace(tmp, path)
     except OSError:

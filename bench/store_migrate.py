@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from bench.outputs import Output, find
+from bench.tempfiles import temp_name
 
 # The columns version 2 adds to ``metrics`` (appended in this order, so a migrated table and a new one agree).
 ADDED = (("higher_is_better", "BOOLEAN"), ("label", "VARCHAR"), ("unit", "VARCHAR"), ("fmt", "VARCHAR"),
@@ -70,7 +71,7 @@ def backup(con: duckdb.DuckDBPyConnection, path: Path, version: int) -> Path:
     connection holds the store's write lock, so nothing changes the file while it is copied."""
     con.execute("CHECKPOINT")
     dst = backup_path(path, version)
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+    tmp = temp_name(dst)
     try:
         shutil.copyfile(path, tmp)
         os.replace(tmp, dst)

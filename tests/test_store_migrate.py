@@ -184,3 +184,14 @@ def test_write_records_each_output_beside_its_value(tmp_path):
         ("my_metric", True, "My Metric", "bits", ".2f", 0), ("fid", False, "FID", "", ".4g", 1),
         ("odd", None, None, None, None, 2)]
     assert list(outputs(db)["metric"]) == ["my_metric", "fid", "odd"]
+
+
+def test_temp_names_are_unique_per_host_process_and_call(tmp_path):
+    import os
+    import socket
+
+    from bench.tempfiles import temp_name
+    names = {temp_name(tmp_path / "x.json") for _ in range(50)}
+    assert len(names) == 50                                   # a random token: unique even in one process
+    one = next(iter(names))
+    assert one.parent == tmp_path and one.name.startswith(f".x.json.{socket.gethostname()}.{os.getpid()}.")

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bench.cell import canonical_json
+from bench.tempfiles import temp_name
 
 FORMAT = "refstats-1"
 SUBDIR = "refstats"
@@ -79,7 +80,7 @@ class RefCache:
     def save(self, material: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
         path = self.path(material)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temp_name(path)
         meta = {"format": FORMAT, "material": canonical_json(material), "created": f"{time.time():.3f}"}
         try:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
