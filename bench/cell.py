@@ -65,19 +65,25 @@ class Cell:
     batch_size: int
     dtype: str = "float32"
     extras: dict[str, Any] = field(default_factory=dict)   # free-form, not part of the key
+    limit: int | None = None          # a smoke run (`bench run --limit N`): at most N samples of the plan
 
     def settings(self) -> SamplerSettings:
         return SamplerSettings(steps=self.steps or 0, cfg=1.0 if self.cfg is None else float(self.cfg),
                                solver=self.solver, seed=self.seed, options=self.model.options)
 
     def config(self) -> dict[str, Any]:
-        """The frozen run spec stored beside every result (everything but batch size and extras)."""
-        return {
+        """The frozen run spec stored beside every result (everything but batch size and extras). A smoke run's
+        ``limit`` is part of it, so of the key; a cell without one has exactly the config (and key) it had before
+        limits existed: the field is left out when None."""
+        out = {
             "suite": self.suite, "model": asdict(self.model), "dataset": self.dataset,
             "dataset_source": self.dataset_source, "dataset_options": self.dataset_options,
             "steps": self.steps, "cfg": self.cfg, "solver": self.solver, "seed": self.seed,
             "plan": asdict(self.plan), "metrics": self.metrics, "dtype": self.dtype,
         }
+        if self.limit is not None:
+            out["limit"] = self.limit
+        return out
 
     def key(self, *, adapter_version: str, weights_id: str, dataset_fingerprint: str,
             metric_versions: dict[str, str]) -> str:

@@ -105,13 +105,16 @@ class Engine:
 
     # -- one cell -----------------------------------------------------------------------------------------------
     def samples(self, cs: CellSpec) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """(dataset, labels, sample_ids) of a cell: the whole plan, the same in every process."""
+        """(dataset, labels, sample_ids) of a cell: the whole plan (its first ``cell.limit`` samples in a smoke
+        run), the same in every process."""
         cell = cs.cell
         adapter = self.load(cell.model)
         dataset = self.dataset(cell)
         adapter.bind_dataset(dataset)
-        labels, ids = plan_labels(dataset, cell.plan, cell.seed)
-        return (dataset, *adapter.plan(labels, ids))
+        labels, ids = adapter.plan(*plan_labels(dataset, cell.plan, cell.seed))
+        if cell.limit is not None:
+            labels, ids = labels[:cell.limit], ids[:cell.limit]
+        return dataset, labels, ids
 
     def count(self, cs: CellSpec) -> int:
         """How many samples the cell has (what a driver splits into shards)."""

@@ -189,6 +189,9 @@ DATASETS = Registry("dataset", "bench.data.base:Dataset", "stepbench.datasets", 
     "imagenet-v2": "bench.data.imagenet:ImageNetV2",
     "relaionet": "bench.data.imagenet:ReLAIONet",
     "hf": "bench.data.hf:HFDataset",
+    "imagefiles": "bench.data.image_files:ImageFiles",       # a flat folder of images (bench score --ref DIR)
+    "npz": "bench.data.image_files:NpzImages",                # an ADM-style .npz of images and labels
+    "prompted": "bench.data.prompted:Prompted",               # any source with a prompts file per image
 })
 
 KINDS: dict[str, Registry] = {"model adapter": MODELS, "metric": METRICS, "dataset": DATASETS}

@@ -16,13 +16,13 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from tqdm import tqdm
 
-from bench import provenance, registry
+from bench import parts, provenance, registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
 from bench.engine import CellResult, Engine, Shard
 from bench.generation import (  # noqa: F401  (re-exported: the runner's public names before the engine split)
@@ -42,6 +42,9 @@ OVERWRITE = ("never", "missing", "always")
 
 @dataclass
 class RunSummary:
+    """What a run did. ``failures`` has one line per failed cell; `failure_lines` groups identical errors into
+    one line each (count, error, the cells it hit), which is how a run prints them: once, at the end.
+    ``left_out``: cells not run because the pre-flight found their inputs missing (``--keep-going``)."""
     planned: int = 0
     skipped: int = 0
     ran: int = 0
@@ -50,10 +53,40 @@ class RunSummary:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
+    left_out: int = 0
+    failed_cells: list[tuple[str, str, str]] = field(default_factory=list)    # (error, model id, cell text)
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.failed else 0)
+        return 130 if self.interrupted else (1 if self.failed or self.left_out else 0)
+
+    def add_failure(self, cell: Cell, msg: str) -> None:
+        where = f"{cell.dataset} steps={cell.steps} cfg={cell.cfg}" + (f" {cell.solver}" if cell.solver else "")
+        self.failed += 1
+        self.failures.append(f"{cell.model.id} / {cell.dataset} / steps={cell.steps} cfg={cell.cfg}: {msg}")
+        self.failed_cells.append((msg, cell.model.id, where))
+
+    def failure_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """(error, [(model id, cell text)]) per distinct error, most frequent first (then first seen)."""
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for msg, model, where in self.failed_cells:
+            groups.setdefault(msg, []).append((model, where))
+        return sorted(groups.items(), key=lambda kv: -len(kv[1]))
+
+    def failure_lines(self, max_cells: int = 4) -> list[str]:
+        """One line per distinct error: how many cells it failed, the error (on one line), and those cells (by
+        model; at most ``max_cells`` named per model, the rest counted)."""
+        out = []
+        for msg, hits in self.failure_groups():
+            by_model: dict[str, list[str]] = {}
+            for model, where in hits:
+                by_model.setdefault(model, []).append(where)
+            cells = "; ".join(f"{m}: " + ", ".join(w[:max_cells]) + (f" and {len(w) - max_cells} more"
+                                                                      if len(w) > max_cells else "")
+                              for m, w in by_model.items())
+            one_line = " | ".join(ln.strip() for ln in msg.splitlines() if ln.strip())
+            out.append(f"{len(hits)} cell{'s' if len(hits) != 1 else ''} failed: {one_line} [{cells}]")
+        return out
 
 
 @dataclass
@@ -72,11 +105,22 @@ class Runner:
     executor to ``execute``."""
 
     def __init__(self, suite: Suite, db: str | Path = "results/bench.duckdb", overwrite: str = "missing",
-                 progress: bool = True, device: str | None = None, includes: tuple[str, ...] = ()):
+                 progress: bool = True, device: str | None = None, includes: tuple[str, ...] = (),
+                 part: tuple[int, int] | None = None, cache_dir: str | Path | None = None,
+                 limit: int | None = None, skip: Callable[[Cell], bool] | None = None):
+        """``part``: (i, N) runs only part i of N of the suite's cells (`bench.parts`, 0-based); ``cache_dir``: the
+        reference statistics folder (default ``<db folder>/cache``; a shared one serves many stores). ``limit``: a
+        smoke run, every cell capped at that many samples (and keyed with it: `Cell.limit`); ``skip``: cells left
+        out and counted (`RunSummary.left_out`), e.g. those the pre-flight found inputs missing for."""
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {OVERWRITE}, got {overwrite!r}")
         self.suite, self.db, self.overwrite, self.progress = suite, Path(db), overwrite, progress
-        self.settings = RunSettings(device=device or suite.spec.device, cache_dir=str(self.db.parent / "cache"),
+        self.part = part
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit, self.skip = limit, skip
+        cache_dir = self.db.parent / "cache" if cache_dir is None else Path(cache_dir)
+        self.settings = RunSettings(device=device or suite.spec.device, cache_dir=str(cache_dir),
                                     keep_samples=suite.spec.keep_samples, timing=suite.spec.timing.model_dump(),
                                     progress=progress, includes=tuple(includes))
         self.engine = Engine(self.settings)          # the driver's own: keys, merging; the local executor's worker
@@ -112,11 +156,16 @@ class Runner:
     def execute(self, run_model: Callable[["PlannedModel"], None]) -> RunSummary:
         """Plan the suite and call ``run_model(planned_model)`` per model with cells to run; ``run_model`` reports
         back through `finish_cell` and `fail_cell`."""
-        cells = self.suite.expand()
+        cells = self.cells()
         self.summary = summary = RunSummary(planned=len(cells))
+        if self.skip is not None:
+            kept = [c for c in cells if not self.skip(c)]
+            summary.left_out, cells = len(cells) - len(kept), kept
         t_start = time.perf_counter()
         env = provenance.environment(self.device, self.suite.spec.dtype)
         env["includes"] = list(self.settings.includes)
+        if self.part is not None:
+            env["part"] = f"{self.part[0]}/{self.part[1]}"
         self.store = store = ResultStore(self.db)
         self.run_id = store.begin_run(self.suite.name, self.suite.path, self.suite.sha256, env)
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -138,6 +187,15 @@ class Runner:
             store.close()
             summary.seconds = time.perf_counter() - t_start
         return summary
+
+    def cells(self) -> list[Cell]:
+        """The cells this run plans: the suite's, this part's share of them, each capped at ``limit`` samples."""
+        cells = self.suite.expand()
+        if self.part is not None:                   # this job's share of the cells, in expansion order
+            cells = parts.select(cells, *self.part)
+        if self.limit is not None:
+            cells = [replace(c, limit=self.limit) for c in cells]
+        return cells
 
     def _log(self, msg: str) -> None:
         if self.progress:
@@ -220,9 +278,8 @@ class Runner:
         prov = {"weights": wid, "adapter_version": adapter.version,
                 "traceback": "".join(traceback.format_exception(err))[-4000:]}
         self.store.write(key, self._row(cell, adapter, "failed", msg, None, prov, None), {}, {})
-        self.summary.failed += 1
-        self.summary.failures.append(f"{cell.model.id} / {cell.dataset} / steps={cell.steps} cfg={cell.cfg}: {msg}")
-        self._log(f"FAILED {cell.model.id} {cell.dataset} steps={cell.steps} cfg={cell.cfg}: {msg}")
+        self.summary.add_failure(cell, msg)        # printed once, grouped, at the end (`failure_lines`)
+        self._bar.set_postfix(failed=self.summary.failed, refresh=False)
         self._bar.update(1)
 
     def _row(self, cell: Cell, adapter, status: str, error: str | None, n: int | None, prov: dict,

@@ -253,16 +253,21 @@ def metric_row(key: str, seq: int, name: str, m: tuple) -> list:
 
 
 # What identifies a sweep point; a re-measurement of it (new weights, metric or code version) supersedes the old.
-POINT = ["suite", "model", "dataset", "steps", "cfg", "solver", "seed", "plan"]
+# A smoke run's cells (``limit``: `bench run --limit N`) are points of their own: they never hide a full cell.
+POINT = ["suite", "model", "dataset", "steps", "cfg", "solver", "seed", "plan", "limit"]
 
 
 def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
     """One row per cell. With ``latest`` (default), only the most recently finished cell of each sweep point:
-    cells measured with older weights or code stay in the store (query them with SQL) but not in the table."""
+    cells measured with older weights or code stay in the store (query them with SQL) but not in the table.
+    ``limit`` is a smoke run's cap on samples per cell (<NA> for a full cell); MMHM compares smoke cells only with
+    smoke cells of the same cap."""
     cells = con.execute("""
         SELECT key, suite, model_id AS model, adapter, family, dataset, steps, cfg, solver, seed, plan, n,
+               TRY_CAST(json_extract(config, '$.limit') AS INTEGER) AS "limit",
                status, error, seconds, finished FROM cells ORDER BY suite, dataset, model_id, steps, cfg, solver
     """).df()
+    cells["limit"] = cells["limit"].astype("Int64")
     if latest and not cells.empty:
         newest = cells.sort_values("finished", kind="stable").drop_duplicates(POINT, keep="last").index
         cells = cells.loc[cells.index.isin(newest)].reset_index(drop=True)
@@ -276,7 +281,7 @@ def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
             piv.columns.name = None
             wide = wide.merge(piv, left_on="key", right_index=True, how="left")
     from bench.composite import add_mmhm
-    return add_mmhm(wide)
+    return add_mmhm(wide, by=("suite", "dataset", "limit"))
 
 
 def per_class(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:

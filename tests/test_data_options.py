@@ -41,7 +41,9 @@ def _sources() -> list[tuple[str, type]]:
 
 def _required(cls) -> dict:
     """Placeholder values for the options a source cannot do without (so one bad option is the only problem)."""
-    return {k: "x" for k, f in cls.Options.model_fields.items() if f.is_required()}
+    fill = {"source": "mini-val"}                     # `prompted` wraps a registered source
+    return {k: fill.get(k, "0" * 64 if k.endswith("sha256") else "x") for k, f in cls.Options.model_fields.items()
+            if f.is_required()}
 
 
 SOURCES = _sources()
@@ -67,6 +69,9 @@ BAD = {
     "split": [""],
     "image_column": [""],
     "label_column": [""],
+    "source": [""],
+    "prompts": [""],
+    "prompts_sha256": ["abc", "", "0" * 63 + "g"],
 }
 GOOD = {"resolution": [None, 1, 512], "workers": [0, None, 3], "half": ["a", "b", None], "size": [1, 60],
         "transform": ["paper", "adm"], "class_names": ["underscored", "readable"],
@@ -125,9 +130,10 @@ def test_validated_options_are_complete_and_idempotent(name, cls):
 
 @pytest.mark.parametrize("name,cls", SOURCES, ids=IDS)
 def test_the_constructor_refuses_bad_options_before_touching_disk(name, cls):
-    key = "size" if "size" in cls.Options.model_fields else "resolution"
-    with pytest.raises(DatasetError, match=rf"^dataset {name!r}: options\.{key}: .*greater than or equal to 1"):
-        cls(name, **{**_required(cls), key: 0})
+    fields = cls.Options.model_fields
+    key = next(k for k in ("size", "resolution", *fields) if k in fields and k in BAD)
+    with pytest.raises(DatasetError, match=rf"^dataset {name!r}: options\.{key}: "):
+        cls(name, **{**_required(cls), key: BAD[key][0]})
     with pytest.raises(DatasetError, match=rf"^dataset {name!r}: options\.{key}{key[-1]}: unknown option"):
         cls(name, **{**_required(cls), key + key[-1]: 1})
 

@@ -102,3 +102,77 @@ def test_real_vs_real_row_on_a_file_source(tmp_path):
     assert (s.ran, s.failed) == (1, 0), s.failures
     df = bench.load(tmp_path / "b.duckdb")
     assert len(df) == 1 and df.iloc[0]["n"] == 9 and math.isfinite(df.iloc[0]["fid"]) and df.iloc[0]["fid"] > 0
+
+
+def _v2_tree(root, per_class=4, classes=3):
+    rng = np.random.default_rng(1)
+    for c in range(classes):
+        (root / str(c)).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / str(c) / f"{i}.jpeg")
+    return root
+
+
+@pytest.fixture
+def small_v2_card(monkeypatch):
+    """imagenet-v2's card, shrunk to the 12 images in 3 classes of `_v2_tree`."""
+    from dataclasses import replace
+
+    from bench.data.imagenet import ImageNetV2
+    card = ImageNetV2.cards["imagenet-v2"]
+    monkeypatch.setitem(ImageNetV2.cards, "imagenet-v2", replace(card, images=12, classes=3))
+
+
+def test_verify_without_a_manifest_checks_layout_counts_and_a_sample(tmp_path, capsys, monkeypatch, small_v2_card):
+    root = _v2_tree(tmp_path / "data" / "imagenet-v2")
+    monkeypatch.setenv("STEPBENCH_DATA", str(tmp_path / "data"))
+    assert main(["data", "verify", "imagenet-v2"]) == 0
+    out = capsys.readouterr().out
+    assert "12 images in 3 classes (the card: 12 images, 3 classes)" in out and "12 of 12 sampled files decode" in out
+    assert "no manifest" in out and "bench data manifest imagenet-v2" in out
+    (root / "0" / "0.jpeg").rename(root / "1" / "moved.jpeg")             # same total, uneven classes
+    (root / "2" / "1.jpeg").write_bytes(b"not an image")
+    assert main(["data", "verify", "imagenet-v2"]) == 1
+    out = capsys.readouterr().out
+    assert "2 of the 3 classes with images do not hold 4 each" in out
+    assert "unreadable: 2/1.jpeg" in out and "11 of 12 sampled files decode" in out
+    main(["data", "verify", "imagenet-v2", "--sample", "3"])
+    assert "of 3 sampled files decode" in capsys.readouterr().out
+
+
+def test_verify_without_a_manifest_names_count_mismatches_and_bad_layouts(tmp_path, capsys):
+    root = _v2_tree(tmp_path / "v2")
+    assert main(["data", "verify", "imagenet-v2", "--root", str(root)]) == 1     # the real card: 10,000 / 1000
+    out = capsys.readouterr().out
+    assert "problem: 12 images; the card (ImageNetV2 matched-frequency) expects 10,000" in out
+    assert "problem: 3 classes with images; the card expects 1,000" in out
+    assert main(["data", "verify", "imagenet-val", "--root", str(root)]) == 2    # class-id folders are not synsets
+    assert "no synset folders or images" in capsys.readouterr().err
+    assert main(["data", "verify", "imagefolder", "--root", str(root)]) == 0    # no expected counts: layout, sample
+    assert "12 images in 3 classes;" in capsys.readouterr().out
+    assert main(["data", "verify", "mini-val"]) == 2
+    assert "not read from local files" in capsys.readouterr().err
+
+
+def test_a_misspelt_dataset_name_gets_a_did_you_mean(tmp_path, capsys):
+    root = _tree(tmp_path / "set", per_class=1)
+    assert main(["data", "verify", "imagenet-vall", "--root", str(root)]) == 2
+    assert "did you mean 'imagenet-val'" in capsys.readouterr().err
+    assert main(["data", "manifest", "imagenet-vall", "--root", str(root)]) == 2
+    assert "did you mean 'imagenet-val'" in capsys.readouterr().err
+    from bench.data.verify import CARDS
+    assert not (CARDS / "imagenet-vall.sha256").exists()
+
+
+def test_manifest_of_a_registered_dataset_then_verify_by_it(tmp_path, capsys, monkeypatch):
+    """`bench data manifest NAME --root DIR` writes datasets/<card's manifest>.sha256 by default; verify reads it."""
+    from bench.data import verify as v
+    monkeypatch.setattr(v, "CARDS", tmp_path / "cards")
+    (tmp_path / "cards").mkdir()
+    root = _v2_tree(tmp_path / "v2")
+    assert main(["data", "manifest", "imagenet-v2", "--root", str(root)]) == 0
+    assert (tmp_path / "cards" / "imagenet-v2.sha256").read_text().count("\n") == 12
+    capsys.readouterr()
+    assert main(["data", "verify", "imagenet-v2", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "12 of 12 files match imagenet-v2.sha256" in out and "the imagenet-v2 card" in out   # 12 vs 10,000

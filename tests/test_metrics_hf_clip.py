@@ -3,43 +3,20 @@ scores equal a hand computation with the same model (100 * cosine, unclamped) an
 ``logits_per_text``; prompts are cut at 77 tokens; text is encoded once per class; per-class means and
 seeded bootstrap intervals are stored; missing weights offline give one clear error."""
 
-import json
-
 import pytest
 import torch
 
 from bench.metrics.base import MetricError
 from bench.metrics.clip_score import ClipScore, PickScore
 from bench.mini import data
+from tests.tiny_models import save_tiny_clip
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    d = tmp_path_factory.mktemp("tiny-clip")
-    chars = list(bytes_to_unicode().values())     # byte-level BPE with no merges: one token per character
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                            crop_size={"height": 32, "width": 32}), tokenizer=tok)
-    special = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
-               "pad_token_id": vocab["<|endoftext|>"]}
-    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                      vocab_size=len(vocab), max_position_embeddings=77, **special),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, image_size=32, patch_size=8),
-                     projection_dim=16, logit_scale_init_value=3.0)
-    torch.manual_seed(0)
-    model = CLIPModel(cfg).eval()
-    model.save_pretrained(d)
-    proc.save_pretrained(d)
-    return d
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 def _inputs(n=12, start=0):

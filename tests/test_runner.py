@@ -105,6 +105,7 @@ def test_samples_adapter_reads_npz_with_labels_and_folders(tmp_path, toy_suite_t
     assert s.failed == 2 and "needs 90 images but only 40" in s.failures[0]
 
 
+@pytest.mark.timeout(240)
 def test_sigkill_mid_suite_then_resume_completes_only_missing_cells(tmp_path, toy_suite_text):
     suite = tmp_path / "toy.yaml"
     suite.write_text(toy_suite_text(n=40, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))   # 12 cells
@@ -148,6 +149,7 @@ def test_bulk_throughput_mode_adds_no_generation_at_suite_batch_size(tmp_path, t
     assert df["throughput_ips"].iloc[0] > 0 and df["latency_s"].iloc[0] > 0
 
 
+@pytest.mark.timeout(240)
 def test_sigint_stops_cleanly_keeps_written_cells_and_exits_130(tmp_path, toy_suite_text):
     suite = tmp_path / "toy.yaml"
     suite.write_text(toy_suite_text(n=40, steps="[1, 2, 3, 4]", cfg="[1.0, 2.0, 3.0]"))
@@ -196,3 +198,40 @@ def test_batch1_latency_is_measured_once_per_setting_unless_asked_per_cell(tmp_p
             assert g["latency_s"].nunique() == 1
     else:
         assert (df["latency_shared"] == 0).all()
+
+
+# -- failures at the end of a run: grouped, each printed once ------------------------------------------------------
+def test_identical_errors_are_one_line_with_a_count_and_the_cells_and_none_is_printed_twice(tmp_path, toy_suite_text,
+                                                                                            capsys):
+    from bench.cli import main
+    suite = tmp_path / "toy.yaml"    # flaky: cfg 2 raises (3 cells, one error); steps 3 returns float images (2 cells)
+    suite.write_text(toy_suite_text(steps="[1, 2, 3]").replace("adapter: toy", "adapter: flaky"))
+    code = main(["run", str(suite), "--db", str(tmp_path / "b.duckdb")])          # progress on: the live log too
+    out, err = capsys.readouterr()
+    assert code == 1 and "6 cells planned, 2 ran, 0 already stored, 4 failed" in out
+    raised = [ln for ln in err.splitlines() if "simulated failure at cfg=2" in ln]
+    floats = [ln for ln in err.splitlines() if "expected torch.uint8" in ln]
+    assert len(raised) == 1 and len(floats) == 1, err
+    assert raised[0] == ("  3 cells failed: RuntimeError: simulated failure at cfg=2 [toy: mini-val steps=1 cfg=2.0, "
+                         "mini-val steps=2 cfg=2.0, mini-val steps=3 cfg=2.0]")
+    assert floats[0].startswith("  1 cell failed: CellError: ") and "[toy: mini-val steps=3 cfg=1.0]" in floats[0]
+    assert err.index("3 cells failed") < err.index("1 cell failed")               # the most frequent first
+
+
+def test_failure_lines_group_by_error_then_model_and_cut_long_cell_lists():
+    from bench.cell import Cell, ModelSpec, SamplePlan
+    from bench.runner import RunSummary
+    s = RunSummary()
+
+    def cell(model, steps, cfg):
+        return Cell(suite="s", model=ModelSpec(model, "toy"), dataset="d", dataset_source="d", dataset_options={},
+                    steps=steps, cfg=cfg, solver=None, seed=0, plan=SamplePlan(), metrics={}, batch_size=1)
+    for k in range(6):
+        s.add_failure(cell("a", k, 1.0), "ValueError: weights missing\n  see the docs")
+    s.add_failure(cell("b", 1, 1.0), "ValueError: weights missing\n  see the docs")
+    s.add_failure(cell("b", 1, 2.0), "OSError: disk full")
+    assert s.failed == 8 and len(s.failures) == 8
+    assert s.failure_lines() == [
+        "7 cells failed: ValueError: weights missing | see the docs [a: d steps=0 cfg=1.0, d steps=1 cfg=1.0, "
+        "d steps=2 cfg=1.0, d steps=3 cfg=1.0 and 2 more; b: d steps=1 cfg=1.0]",
+        "1 cell failed: OSError: disk full [b: d steps=1 cfg=2.0]"]

@@ -1,5 +1,7 @@
-"""`bench`: run · validate · components · ls · show · report · export · data · cache · convert. Thin: parsing and
-printing only; each command lives in its own module of this package and adds its own subparser.
+"""`bench`: run · validate · score · merge · ls · show · report · export · data · cache · convert (and
+`components`, an alias of `ls adapters|datasets|metrics`). Thin: parsing and printing only; each command lives in
+its own module of this package and adds its own subparser. Every flag's help states its default
+(`common.HelpFormatter`).
 
 Exit codes: 0 success, 1 some cells failed, 2 bad input (suite, store, arguments), 130 interrupted.
 """
@@ -9,18 +11,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import components, data, results, run, tools
-from bench.cli.common import DEFAULT_DB, err
+from bench.cli import components, data, merge, results, run, score, tools
+from bench.cli.common import DEFAULT_DB, BenchParser, err, fill_common_help
 
-COMMANDS = (run, components, results, data, tools)     # each has add(subparsers)
+COMMANDS = (run, score, merge, results, components, data, tools)     # each has add(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench", description="stepbench: fair benchmarking of one-step and "
-                                 "multi-step image generators across steps and guidance scales")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    from bench import __version__
+    ap = BenchParser(prog="bench", description="stepbench: fair benchmarking of one-step and multi-step image "
+                     "generators across steps and guidance scales")
+    ap.add_argument("--version", action="version", version=f"stepbench {__version__}",
+                    help="print stepbench's version and exit")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add(sub)
+    fill_common_help(ap)
     return ap
 
 

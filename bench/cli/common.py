@@ -1,5 +1,6 @@
-"""What every `bench` command shares: defaults, the error printer (one line per problem, exit code 2), suite
-loading with --include, the tidy frame of a store filtered by suite and dataset."""
+"""What every `bench` command shares: defaults, the parser class and help formatter (every flag's help says its
+default), the error printer (one line per problem, exit code 2), suite loading with --include, the tidy frame of a
+store filtered by suite and dataset."""
 
 from __future__ import annotations
 
@@ -10,6 +11,51 @@ from pathlib import Path
 DEFAULT_DB = "results/bench.duckdb"
 INCLUDE_HELP = ("import a module (dotted name or .py file) that registers adapters, metrics or datasets; repeatable; "
                 "Ray workers import it too (installed packages register through entry points instead)")
+# Help for arguments that several command groups spell the same way (filled in where a module gave none).
+COMMON_HELP = {"db": "the result store (a DuckDB file; created by the first run)", "suite": "a suite YAML file",
+               "include": INCLUDE_HELP}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help says its default, unless there is none worth saying (None, False, an empty list) or the
+    help text already speaks of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "%(default)" in text or "default" in text.lower() or d is argparse.SUPPRESS or d is None or d is False \
+                or (isinstance(d, list) and not d):
+            return text
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class BenchParser(argparse.ArgumentParser):
+    """The parser class of `bench` and, passed down by argparse, of every sub-command: `HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def parsers(parser: argparse.ArgumentParser):
+    """``(command path, parser)`` of a parser and of every sub-command below it, parents first."""
+    todo = [((), parser)]
+    while todo:
+        path, p = todo.pop(0)
+        yield path, p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                todo += [((*path, name), sp) for name, sp in a.choices.items()]
+
+
+def fill_common_help(parser: argparse.ArgumentParser) -> None:
+    """`COMMON_HELP` for every argument of every command that was added without help text."""
+    for _, p in parsers(parser):
+        for a in p._actions:
+            if a.help is None and a.dest in COMMON_HELP:
+                a.help = COMMON_HELP[a.dest]
 
 
 def err(msg: str) -> int:

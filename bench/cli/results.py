@@ -10,6 +10,10 @@ from bench.cli.common import DEFAULT_DB, err, frame
 
 
 def cmd_ls(args) -> int:
+    """`bench ls KIND` lists components or suite files (`bench.cli.components`); `bench ls` the stored suites."""
+    if args.kind:
+        from bench.cli.components import cmd_list
+        return cmd_list(args)
     from bench.store import ResultStore
     with ResultStore(args.db, read_only=True) as st:
         df = st.suites()
@@ -44,15 +48,35 @@ def cmd_show(args) -> int:
     return 0
 
 
+EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def export_target(fmt: str | None, out: str | None, db: str) -> tuple[str, Path]:
+    """(format, file) of `bench export`: the format follows --out's extension; --format and an extension that
+    disagree are refused; without --out the file is export.<format> beside the store (``--db``)."""
+    ext_fmt = EXPORT_FORMATS.get(Path(out).suffix.lower()) if out else None
+    if fmt and ext_fmt and fmt != ext_fmt:
+        raise ValueError(f"--format {fmt} contradicts --out {out} (a .{Path(out).suffix.lower().lstrip('.')} file "
+                         f"is {ext_fmt}); drop one of them")
+    if out and not fmt and not ext_fmt:
+        raise ValueError(f"--out {out}: cannot tell the format from {Path(out).suffix or 'no extension'!r}; "
+                         f"name a .csv or .parquet file, or pass --format")
+    fmt = fmt or ext_fmt or "csv"
+    return fmt, Path(out) if out else Path(db).parent / f"export.{fmt}"
+
+
 def cmd_export(args) -> int:
+    try:
+        fmt, out = export_target(args.format, args.out, args.db)
+    except ValueError as e:
+        return err(str(e))
     df = frame(args)
-    out = Path(args.out or f"results/export.{args.format}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "csv":
+    if fmt == "csv":
         df.to_csv(out, index=False)
     else:
         df.to_parquet(out, index=False)
-    print(f"wrote {len(df)} rows to {out}")
+    print(f"wrote {len(df)} rows to {out} ({fmt})")
     return 0
 
 
@@ -75,8 +99,12 @@ def cmd_report(args) -> int:
 
 
 def add(sub) -> None:
-    p = sub.add_parser("ls", help="list stored suites")
+    from bench.cli.components import KINDS, add_discovery_arguments
+    p = sub.add_parser("ls", help="list stored suites; with KIND: registered adapters, datasets or metrics (name, "
+                       "description, options with defaults, origin) or the suite files")
+    p.add_argument("kind", nargs="?", choices=[*KINDS, "suites"], help="what to list instead of the stored suites")
     p.add_argument("--db", default=DEFAULT_DB)
+    add_discovery_arguments(p)
     p.set_defaults(fn=cmd_ls)
 
     for name, fn, hlp in (("show", cmd_show, "table of stored cells with MMHM"),
@@ -84,12 +112,13 @@ def add(sub) -> None:
                           ("report", cmd_report, "write leaderboards and plots")):
         p = sub.add_parser(name, help=hlp)
         p.add_argument("--db", default=DEFAULT_DB)
-        p.add_argument("--suite", default=None, help="suite name or suite file")
-        p.add_argument("--dataset", default=None)
+        p.add_argument("--suite", default=None, help="only this suite (a suite name or a suite file)")
+        p.add_argument("--dataset", default=None, help="only this dataset id")
         if name == "export":
-            p.add_argument("--format", choices=["csv", "parquet"], default="csv")
-            p.add_argument("--out", default=None)
+            p.add_argument("--format", choices=["csv", "parquet"], default=None,
+                           help="file format (default: from --out's extension, else csv)")
+            p.add_argument("--out", default=None, help="output file (default: export.<format> beside --db)")
         if name == "report":
-            p.add_argument("--out", default="reports")
+            p.add_argument("--out", default="reports", help="folder the report is written under (<out>/<suite>/)")
         p.set_defaults(fn=fn)
 

@@ -74,6 +74,53 @@ class Dataset(ABC):
         card = cls.card(name)
         return card.images if card else None
 
+    @classmethod
+    def requirements(cls, name: str, options: dict[str, Any]) -> list:
+        """What `bench run` checks is on this machine before it opens the store (`bench.preflight.Requirement`s).
+        Default: a file-backed set (its card names a folder under $STEPBENCH_DATA, or ``options.root`` is given)
+        needs its copy, as `inspect` finds it; a procedural or hub-backed set needs nothing checked here."""
+        card = cls._card_for(name)
+        if (card is None or card.folder is None) and not (options or {}).get("root"):
+            return []
+        from bench.cell import canonical_json
+        from bench.preflight import Requirement
+        return [Requirement("", ("dataset", cls.__module__, cls.__qualname__, name, canonical_json(options)),
+                            lambda: cls.inspect(name, options))]
+
+    @classmethod
+    def inspect(cls, name: str, options: dict[str, Any]):
+        """The copy opened as a run opens it, files listed and none decoded (`bench.preflight.Check`): missing
+        when it cannot be opened (not found, wrong layout: the error says what to download and where to put it);
+        a note when what it lists differs from the card's counts (`listed`) or opening it warned."""
+        import warnings
+
+        from bench.preflight import Check
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                ds = cls(name, **(options or {}))
+            except DatasetError as e:
+                return Check(missing=str(e).removeprefix(f"dataset {name!r}: ").removeprefix(f"dataset {name!r} "))
+        notes = [str(w.message).removeprefix(f"dataset {name!r}: ") for w in caught]
+        card, listed = cls._card_for(name), ds.listed()
+        expected = (cls.planned_size(name, options or {}), card.classes if card else None)
+        differ = [f"{n:,} {unit} (its card: {e:,})" for n, e, unit in zip(listed, expected, ("images", "classes"))
+                  if n is not None and e is not None and n != e]
+        if differ:
+            notes.append(f"the copy lists {' in '.join(differ)}: its numbers are not comparable with a full copy's")
+        return Check(note="; ".join(notes) or None)
+
+    @classmethod
+    def _card_for(cls, name: str) -> DatasetCard | None:
+        """The card of ``name``, or the class's only card when it is registered under another name."""
+        card = cls.card(name)
+        return card if card is not None or len(cls.cards) != 1 else next(iter(cls.cards.values()))
+
+    def listed(self) -> tuple[int | None, int | None]:
+        """(images, classes) an opened copy lists before any image is decoded, for the pre-flight's comparison
+        with the card (None: unknown). Default: unknown."""
+        return None, None
+
     @abstractmethod
     def __len__(self) -> int: ...
 

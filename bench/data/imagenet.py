@@ -37,6 +37,10 @@ class _ImageNetLabelled(LabelledImages):
         self.class_name_variant = o.class_names
         return o
 
+    def listed(self) -> tuple[int, int]:
+        """(images of this half or of the whole set, classes with an image): listed, nothing decoded."""
+        return len(self.items), len({it.label for it in self.all_items})
+
 
 class ImageNetVal(_ImageNetLabelled):
     """ILSVRC2012 val: ``root/<synset>/*.JPEG`` or flat ``root/*.JPEG`` + a ground-truth file. Order: label id,

@@ -72,6 +72,12 @@ class Metric(ABC):
         return validated(cls.Options, options)
 
     @classmethod
+    def requirements(cls, options: dict[str, Any]) -> list:
+        """What `bench run` checks is on this machine before it opens the store, for these validated options
+        (`bench.preflight.Requirement`s: weights files, hub ids, optional packages). Default: nothing."""
+        return []
+
+    @classmethod
     def output(cls, value_name: str) -> Output:
         """The declared output of a value name; a value a metric did not declare is a bug in that metric."""
         out = find_output(cls.outputs, value_name)

@@ -181,6 +181,22 @@ class ClipScore(Metric):
         self._backend = None
         self._text_cache: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def requirements(cls, options: dict[str, Any]) -> list:
+        """transformers: the model and processor (hub ids in the local cache, or folders) and transformers;
+        open_clip: a ``pretrained`` weights file (a pretrained tag is open_clip's own download); mini: nothing."""
+        from bench.preflight import package, weights
+        o = cls.Options.model_validate(options or {})
+        if o.backend == "transformers":
+            out = [weights(o.model, "CLIP model")]
+            if o.processor:
+                out.append(weights(o.processor, "CLIP processor"))
+            return out + [package("transformers", "transformers", "hf")]
+        if o.backend == "open_clip" and o.pretrained and ("/" in o.pretrained or "$" in o.pretrained
+                                                          or Path(o.pretrained).suffix):
+            return [weights(o.pretrained, f"open_clip weights for {o.model}")]
+        return []
+
     @property
     def backend(self):
         if self._backend is None:

@@ -50,6 +50,13 @@ class FdDinov2(Metric):
         self._path: Path | None = None
         self._ref: tuple[dict, torch.Tensor] | None = None
 
+    @classmethod
+    def requirements(cls, options: dict[str, Any]) -> list:
+        """The DINOv2 weights (a hub id in the local cache, a folder or ``$VAR``) and transformers."""
+        from bench.preflight import package, weights
+        o = cls.Options.model_validate(options or {})
+        return [weights(o.model, "DINOv2 weights"), package("transformers", "transformers", "hf")]
+
     @property
     def path(self) -> Path:
         if self._path is None:

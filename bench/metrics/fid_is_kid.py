@@ -33,6 +33,7 @@ from bench.metrics.bootstrap import Level, Resamples
 from bench.metrics.refcache import RefCache, library_versions
 from bench.outputs import Output
 from bench.provenance import sha256_path
+from bench.tempfiles import temp_name
 
 # Extractors that stepbench ships and registers on first use (torch-fidelity's own are always there).
 EXTRA_EXTRACTORS = {"mini-classifier": "bench.mini.metric_nets:register"}
@@ -77,6 +78,15 @@ def _ensure_registered(name: str) -> None:
         raise MetricError(f"fid_is_kid: unknown feature_extractor {name!r}; known: {', '.join(known)}")
 
 
+def _default_weights(extractor: str) -> tuple[Path, str] | None:
+    """(file in the torch hub cache, its download URL) of torch-fidelity's own inception-v3-compat weights."""
+    cls = FEATURE_EXTRACTORS_REGISTRY.get(extractor)
+    url = getattr(importlib.import_module(cls.__module__), "URL_INCEPTION_V3", None) if cls is not None else None
+    if extractor != "inception-v3-compat" or not url:
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
 class FidIsKid(Metric):
     name = "fid_is_kid"
     version = "fid_is_kid-2"
@@ -101,13 +111,28 @@ class FidIsKid(Metric):
         self._ref_radii: torch.Tensor | None = None
         self._weights: tuple[Path | None, str] | None = None
 
+    @classmethod
+    def requirements(cls, options: dict[str, Any]) -> list:
+        """The extractor's weights: the given file (or ``$STEPBENCH_INCEPTION_WEIGHTS``), else torch-fidelity's own
+        file in the torch hub cache (downloaded there on first use when its host answers)."""
+        from bench.preflight import local_file, weights
+        o = cls.Options.model_validate(options or {})
+        inception = o.feature_extractor == "inception-v3-compat"
+        ref = o.feature_extractor_weights_path or (os.environ.get(INCEPTION_ENV) or None if inception else None)
+        if ref:
+            return [weights(str(ref), "Inception weights" if inception else f"{o.feature_extractor} weights")]
+        default = _default_weights(o.feature_extractor)
+        if default is None:
+            return []
+        path, url = default
+        return [local_file(path, "torch-fidelity's Inception weights", url=url,
+                           get=f"{url} into {path.parent}, or set feature_extractor_weights_path or ${INCEPTION_ENV}")]
+
     # -- identity -------------------------------------------------------------------------------------------
     def default_weights_file(self) -> Path | None:
         """Where torch-fidelity keeps its own weights for this extractor (torch hub cache), if it has a URL."""
-        url = getattr(importlib.import_module(self._cls.__module__), "URL_INCEPTION_V3", None)
-        if self.opt["feature_extractor"] != "inception-v3-compat" or not url:
-            return None
-        return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        default = _default_weights(self.opt["feature_extractor"])
+        return None if default is None else default[0]
 
     def weights(self) -> tuple[Path | None, str]:
         """(local weights file or None for the extractor's own default, identity string for keys and rows)."""
@@ -159,7 +184,7 @@ class FidIsKid(Metric):
             out = self.cache_dir / "weights" / f"{sha256_path(path)}.pth"
             if not out.exists():
                 out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_suffix(f".{os.getpid()}.tmp")
+                tmp = temp_name(out)
                 torch.save(load_file(str(path)), tmp)
                 os.replace(tmp, out)
             return str(out)
@@ -255,7 +280,7 @@ class FidIsKid(Metric):
                                      verbose=False)
         out = {"fid": fid, "is": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
                "kid": kid["kernel_inception_distance_mean"], "kid_std": kid["kernel_inception_distance_std"]}
-        if o["prc"]:
+        if o["prc"] and n > o["prc_neighborhood"]:    # k-NN radii need k + 1 samples (fewer: a smoke run)
             k, bs = o["prc_neighborhood"], o["prc_batch_size"]
             ref_radii = self._ref_radii if ref_fid is self._ref else prc.radii(ref_fid, k, bs)
             out["precision"], out["recall"] = prc.precision_recall(gen_fid, ref_fid, ref_radii, k, bs)

@@ -75,6 +75,16 @@ class Generator(ABC):
         from bench.provenance import default_weights_id
         return default_weights_id(spec)
 
+    def requirements(self, spec: ModelSpec) -> list:
+        """What `bench run` checks is on this machine before it opens the store (`bench.preflight.Requirement`s):
+        by default ``spec.weights`` when given, as a local file or folder, ``$VAR/path`` or a Hugging Face id in
+        the local cache, and nothing when the adapter's own default applies. Adapters that know better (several
+        files, a decoder, an optional package, a default location) override it."""
+        if spec.weights is None:
+            return []
+        from bench.preflight import weights
+        return [weights(spec.weights, "weights")]
+
     def bind_dataset(self, dataset) -> None:
         """Called with the cell's dataset before its plan is made (adapters that draw from it, like ``real``)."""
         return None

@@ -92,6 +92,14 @@ class DiffusersPipeline(Generator):
         rev = self.parse_options(spec.options).load_kwargs.get("revision")
         return f"ref:{ref}" + (f"@{rev}" if rev else "")
 
+    def requirements(self, spec: ModelSpec) -> list:
+        """The pipeline folder or hub id (at ``load_kwargs.revision``), diffusers and transformers."""
+        from bench.preflight import package, weights
+        rev = self.parse_options(spec.options).load_kwargs.get("revision")
+        get = "accept the model's licence on its hub page first if it is gated" if self.preset else ""
+        return [weights(self._weights_ref(spec), "diffusers pipeline", revision=rev, get=get),
+                package("diffusers", "diffusers", "hf"), package("transformers", "transformers", "hf")]
+
     # ------------------------------------------------------------------ loading
     def load(self, spec: ModelSpec, device: torch.device) -> None:
         self._loaded = False

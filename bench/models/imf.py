@@ -51,6 +51,7 @@ class IMF(LatentClassGenerator):
     solvers = ("jump",)
     default_arch = "XL/2"
     vae_scale = 1.0
+    weights_source = "iMF-<size>.pth (e.g. iMF-XL-2.pth) from huggingface.co/Lyy0725/iMF"
     guidance = ("cfg = guidance scale w fed to the network with the guidance interval (option `interval`, default "
                 "[0.40, 0.65]); 1 NFE per step for every w")
 

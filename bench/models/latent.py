@@ -69,6 +69,13 @@ class LatentDecoder:
         return torch.cat(out)
 
 
+def vae_requirements(source: str | None) -> list:
+    """What decoding with the SD-VAE ``source`` needs (for `Generator.requirements`): its weights and diffusers."""
+    from bench.preflight import package, weights
+    ref = SD_VAE.get(source or "ft-mse", source)
+    return [weights(ref, "SD-VAE decoder"), package("diffusers", "diffusers (the SD-VAE decoder)", "hf")]
+
+
 class VAEOptions(StrictOptions):
     """The SD-VAE decoder's options: ``vae`` (ft-mse, ft-ema, a hub id or a local folder), its batch size."""
     vae: str = "ft-mse"
@@ -90,6 +97,7 @@ class LatentClassGenerator(Generator):
     solvers: ClassVar[tuple[str, ...]] = ()
     default_arch: ClassVar[str] = ""
     vae_scale: ClassVar[float] = SCALE
+    weights_source: ClassVar[str] = ""          # where the official weights are published (pre-flight messages)
 
     def __init__(self) -> None:
         self.net: nn.Module | None = None
@@ -123,6 +131,15 @@ class LatentClassGenerator(Generator):
     def weights_id(self, spec: ModelSpec) -> str:
         from bench.provenance import sha256_path
         return "sha256:" + sha256_path(self.weights_path(spec))
+
+    def requirements(self, spec: ModelSpec) -> list:
+        """The weights file (``weights`` is required here) and the SD-VAE decoder with diffusers."""
+        from bench.preflight import unmet, weights
+        what, get = f"{self.name} weights", self.weights_source
+        need = weights(spec.weights, what, get=get) if spec.weights else \
+            unmet(what, "no weights given: set the model's `weights:` to a local file, $ENV/path or hf://org/name/file",
+                  get)
+        return [need, *vae_requirements(self.parse_options(spec.options).vae)]
 
     def load(self, spec: ModelSpec, device: torch.device) -> None:
         self.opts = self.parse_options(spec.options)

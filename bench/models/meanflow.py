@@ -55,6 +55,8 @@ class MeanFlow(LatentClassGenerator):
     Options = MeanFlowOptions
     solvers = ("jump",)
     default_arch = "B/4"
+    weights_source = ("the official JAX checkpoint from github.com/Gsunshine/meanflow, converted once with "
+                      "`bench convert meanflow CHECKPOINT OUT.safetensors`")
     guidance = ("guidance baked into training; cfg = optional inference CFG on the average velocity with null class "
                 "1000 (cfg 1 = none; 2 NFE per step otherwise)")
 

@@ -102,6 +102,13 @@ class _MiniGenerator(Generator):
             return "sha256:" + mini_weights.entry(spec.weights or self.weights_name)["sha256"]
         return "sha256:" + mini_weights.sha256_file(Path(spec.weights))
 
+    def requirements(self, spec: ModelSpec) -> list:
+        """A ``.safetensors`` file given as weights; shipped weights (a manifest name) are checked on load."""
+        from bench.preflight import weights
+        if spec.weights is None or not str(spec.weights).endswith(".safetensors"):
+            return []
+        return [weights(spec.weights, "mini weights")]
+
     def networks(self) -> list[nn.Module]:
         return [self._require()]
 
@@ -148,6 +155,7 @@ class MiniSiT(_MiniGenerator):
     weights_name = "sit"
     second_time = None
     solvers = ("euler", "heun")
+    guidance = "true CFG on the velocity with null class 10 (cfg 1 = none; 2 NFE per evaluation otherwise)"
 
     def nfe_per_image(self, s: SamplerSettings) -> int:
         self._check(s)
@@ -179,6 +187,7 @@ class MiniMeanFlow(_MiniGenerator):
     weights_name = "meanflow"
     second_time = "r"
     solvers = ("jump",)
+    guidance = "inference CFG on the average velocity with null class 10 (cfg 1 = none; 2 NFE per step otherwise)"
 
     def nfe_per_image(self, s: SamplerSettings) -> int:
         self._check(s)
@@ -202,6 +211,7 @@ class MiniDistill(_MiniGenerator):
     weights_name = "distill"
     second_time = "w"
     solvers = ("jump-renoise",)
+    guidance = "guidance scale fed to the network as an input, like iMF (1 NFE per step for every value)"
 
     def nfe_per_image(self, s: SamplerSettings) -> int:
         self._check(s)

@@ -231,6 +231,21 @@ class RAE(Generator):
         self.build(stage2, decoder, stats["mean"], stats["var"], device, guide=guide, guidance=o.guidance,
                    guidance_interval=o.guidance_interval, decode_batch=o.decode_batch)
 
+    def requirements(self, spec: ModelSpec) -> list:
+        """The weight files this spec uses, found as `_file` finds them: files relative to the weights root (a
+        folder or hub repo, checked together) and absolute or hub files on their own."""
+        from bench.preflight import weights
+        o = self.parse_options(spec.options)
+        root = spec.weights or WEIGHTS
+        keys = ["stage2", "decoder", "stats"] + (["guide"] if o.guidance == "autoguidance" else [])
+        own = [k for k in keys if Path(getattr(o, k)).is_absolute() or getattr(o, k).startswith(("hf://", "$"))]
+        rel = tuple(getattr(o, k) for k in keys if k not in own)
+        out = [weights(getattr(o, k), f"RAE {k}") for k in own]
+        if rel:
+            out.insert(0, weights(root, "RAE " + ", ".join(k for k in keys if k not in own), filename=rel,
+                                  get=f"the files of huggingface.co/{WEIGHTS}"))
+        return out
+
     def weights_id(self, spec: ModelSpec) -> str:
         """sha256 over the weight files this spec uses (stage2, decoder, stats[, guide]), in a fixed order."""
         _, files = self._resolve(spec)

@@ -265,6 +265,15 @@ class ScaleRAE(Generator):
                    o.cfg_interval, o.prompt, o.max_new_tokens, self.class_names,
                    cfg.get("diffusion_base_dim") or BASE_DIM)
 
+    def requirements(self, spec: ModelSpec) -> list:
+        """The model folder (LLM, head, tokenizer), the SigLIP-2 decoder, an explicit tokenizer, and transformers."""
+        from bench.preflight import package, weights
+        o = self.parse_options(spec.options)
+        out = [weights(spec.weights or WEIGHTS, "Scale-RAE model folder"), weights(o.decoder, "SigLIP-2 decoder")]
+        if o.tokenizer is not None:
+            out.append(weights(o.tokenizer, "Scale-RAE tokenizer"))
+        return out + [package("transformers", "transformers (the Qwen2.5 LLM)", "hf")]
+
     def weights_id(self, spec: ModelSpec) -> str:
         _, files = self._files(spec)
         h = hashlib.sha256(b"scale-rae/1")

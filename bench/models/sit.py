@@ -47,12 +47,13 @@ from bench.hub import resolve_weights
 from bench.models import samplers
 from bench.models.base import Generator, ModelSpec, SamplerSettings, frozen
 from bench.models.checkpoint import check_settings, class_inputs, load_strict, read_checkpoint
-from bench.models.latent import LatentDecoder, VAEOptions
+from bench.models.latent import LatentDecoder, VAEOptions, vae_requirements
 from bench.nets.dit import DiT, DiTConfig
 
 INIT_STREAM = "sit/init"
 DEFAULT_WEIGHTS = "$SIT_WEIGHTS"
 WEIGHTS_FILE = "SiT-XL-2-256.pt"
+WEIGHTS_GET = "the SiT-XL/2 256x256 checkpoint linked in the README of github.com/willisma/SiT"
 HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1152: 16}
 Positive = Annotated[float, Field(gt=0)]
 
@@ -103,6 +104,9 @@ class SiT(Generator):
     version = "sit-1"
     Options = SiTOptions
     solvers = samplers.SOLVERS
+    guidance = ("cfg = guidance scale w: true CFG with null class 1000 on the first 3 latent channels as in the "
+                "paper's code (option cfg_channels: all for every channel); cfg 1 = none; 2 NFE per evaluation "
+                "otherwise")
 
     def __init__(self) -> None:
         self.net: DiT | None = None
@@ -129,6 +133,13 @@ class SiT(Generator):
     def weights_id(self, spec: ModelSpec) -> str:
         from bench.provenance import sha256_path
         return "sha256:" + sha256_path(self._weights_path(spec))
+
+    def requirements(self, spec: ModelSpec) -> list:
+        """The checkpoint (a file, a folder holding ``weights_file``, or a hub id) and the SD-VAE decoder."""
+        from bench.preflight import weights
+        opts = self.parse_options(spec.options)
+        return [weights(spec.weights or DEFAULT_WEIGHTS, "SiT weights", filename=opts.weights_file, get=WEIGHTS_GET),
+                *vae_requirements(opts.vae)]
 
     def load(self, spec: ModelSpec, device: torch.device) -> None:
         self.opts = self.parse_options(spec.options)

@@ -63,6 +63,7 @@ class SoFlow(LatentClassGenerator):
     solvers = ("jump-renoise",)
     default_arch = "XL/2"
     cfg_ignored = True
+    weights_source = "XL-2-cond/ckpts/<step>.pt from huggingface.co/zlab-princeton/SoFlow"
     guidance = ("guidance distilled into the weights at training; no guidance input at sampling, so the cfg axis "
                 "has no effect (1 NFE per step)")
 

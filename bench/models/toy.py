@@ -36,6 +36,7 @@ class ToyFlow(Generator):
     family = "flow"
     version = "toy-1"
     solvers = ("euler",)
+    guidance = "true CFG on the velocity with the null class (cfg 1 = none; 2 NFE per step otherwise)"
 
     class Options(StrictOptions):
         resolution: Annotated[int, Field(ge=1)] = 16

@@ -43,10 +43,19 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, db: str | Path | None = 
         md.write_text(markdown(sdf, str(suite), specs), encoding="utf-8")
         csv = d / "sweep.csv"
         sdf.to_csv(csv, index=False)
-        plots, skipped = P.make_plots(sdf, d, specs)
+        plots, skipped = P.make_plots(_full_cells(sdf), d, specs)
         grids = G.make_grids(sdf, samples, max_samples) if samples is not None else []
         page = d / "index.html"
         page.write_text(H.page(str(suite), sdf, plots, skipped, grids, prov, d, specs, shown_db or
                                (str(db) if db is not None else None)), encoding="utf-8")
         written += [page, md, csv] + [p for pl in plots for p in (pl.png, pl.svg)]
     return written
+
+
+def _full_cells(sdf: pd.DataFrame) -> pd.DataFrame:
+    """The cells plots draw: the full ones where a suite has both (a smoke run's few-sample numbers beside them
+    would read as measurements), else all (a smoke run alone still gets its plots)."""
+    if "limit" not in sdf.columns or not sdf["limit"].notna().any() or sdf["limit"].notna().all():
+        return sdf
+    return sdf[sdf["limit"].isna()]
+

@@ -20,13 +20,16 @@ from bench.report.directions import Specs
 from bench.report.leaderboard import (
     COST,
     PICKS,
+    SMOKE_WHY,
     TAGS,
     board_metrics,
     board_view,
+    boards,
     fmt,
     is_missing,
     lacking_mmhm,
     leaderboard,
+    smoke_label,
 )
 
 # The sweep table: these cell columns, every ranked metric of the suite (`Specs.ranked`), these timings.
@@ -184,9 +187,13 @@ def _header(suite: str, sdf: pd.DataFrame, prov: pd.DataFrame, db: str | None) -
                          f"{escape(str(env.get('device_name', env.get('device', '–'))))})")
         runs = f"<br>runs: {'; '.join(items)}"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    caps = sorted({int(v) for v in sdf["limit"].dropna()}) if "limit" in sdf.columns else []
+    smoke = (f"<p class=note><b>{int(sdf['limit'].notna().sum())} smoke-run cell(s)</b> "
+             f"({', '.join(escape(smoke_label(c)) for c in caps)}, from <code>bench run --limit</code>): "
+             f"{escape(SMOKE_WHY)}; they are ranked apart from full cells.</p>" if caps else "")
     return (f"<h1>stepbench report: {escape(str(suite))}</h1><p class=meta>{n} cells ({ok} ok, {n - ok} failed) · "
             f"datasets: {datasets} · models: {models}<br>store: <code>{escape(str(db or '–'))}</code> · "
-            f"written {when}{runs}</p>")
+            f"written {when}{runs}</p>{smoke}")
 
 
 def _leaderboards(sdf: pd.DataFrame, specs: Specs) -> str:
@@ -196,7 +203,7 @@ def _leaderboards(sdf: pd.DataFrame, specs: Specs) -> str:
            "<span class='badge no'>differ</span> where the two picks are different cells (sort any column by "
            "clicking its header). "
            "Real-vs-real is each metric's floor (no MMHM by design). Hover a config for its cell key.</p>"]
-    for dataset, g in sdf.groupby("dataset", sort=True):
+    for dataset, cap, g in boards(sdf):
         lb = leaderboard(g, specs)
         shown = board_metrics(g, specs) + COST
         view = board_view(lb, board_metrics(g, specs))
@@ -228,10 +235,12 @@ def _leaderboards(sdf: pd.DataFrame, specs: Specs) -> str:
                     cells.append(td(v, cls, why, spec=specs.get(c)))
             cls = " class=disagree" if agree is False else ""
             rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+        title = escape(str(dataset)) + (f" <span class='badge no' title='{escape(SMOKE_WHY)}'>"
+                                        f"{escape(smoke_label(cap))}</span>" if cap else "")
         if lb.empty:
-            out.append(f"<h3>{escape(str(dataset))}</h3><p class=note>No ok cells: nothing to rank.</p>")
+            out.append(f"<h3>{title}</h3><p class=note>No ok cells: nothing to rank.</p>")
             continue
-        out.append(f"<h3>{escape(str(dataset))}</h3><div class=scroll><table class='sortable lb'><thead><tr>"
+        out.append(f"<h3>{title}</h3><div class=scroll><table class='sortable lb'><thead><tr>"
                    f"{''.join(heads)}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
     return "\n".join(out)
 

@@ -99,6 +99,25 @@ def lacking_mmhm(df: pd.DataFrame) -> pd.DataFrame:
     return out[[bool(x) for x in lacks]]
 
 
+def smoke_label(limit) -> str:
+    """'smoke run (N samples)' for a smoke run's cap (`bench run --limit N`), '' for a full cell."""
+    return "" if is_missing(limit) else f"smoke run ({int(limit)} samples)"
+
+
+SMOKE_WHY = "each cell was scored on its first few samples to check the suite end to end: not results"
+
+
+def boards(sdf: pd.DataFrame):
+    """(dataset, smoke cap or None, rows) of each leaderboard: per dataset its full cells, then each smoke run's
+    cap apart, so a smoke cell is never ranked against a full one."""
+    limits = sdf["limit"] if "limit" in sdf.columns else pd.Series(pd.NA, index=sdf.index)
+    for dataset, g in sdf.groupby("dataset", sort=True):
+        lim = limits.loc[g.index]
+        caps = sorted({int(v) for v in lim.dropna()})
+        for cap in ([None] if lim.isna().any() else []) + caps:
+            yield dataset, cap, (g[lim.isna()] if cap is None else g[lim == cap])
+
+
 def md_cell(v, spec: MetricSpec | None = None) -> str:
     """A Markdown table cell: HTML-escaped (so a name like <script> stays text) and '|' escaped."""
     return html.escape(fmt(v, spec)).replace("|", "\\|").replace("\n", " ")
@@ -169,11 +188,13 @@ def markdown(sdf: pd.DataFrame, suite: str, specs: Specs) -> str:
              "Each model's best configuration by MMHM next to its FID-best one (ok cells; MMHM per dataset). "
              "`picks agree` is **NO** where the two picks are different cells. Missing values are `–`. "
              "Real-vs-real rows are each metric's floor and get no MMHM by design.\n"]
-    for dataset, g in sdf.groupby("dataset", sort=True):
+    for dataset, cap, g in boards(sdf):
         metrics = board_metrics(g, specs)
         view = board_view(leaderboard(g, specs), metrics)
         view["picks agree"] = view["picks agree"].map(agree_text)
-        parts.append(f"\n## {html.escape(str(dataset))}\n")
+        parts.append(f"\n## {html.escape(str(dataset))}" + (f" — {smoke_label(cap)}" if cap else "") + "\n")
+        if cap:
+            parts.append(f"**{smoke_label(cap).capitalize()}**: {SMOKE_WHY}.\n")
         cols = md_columns(metrics)
         fmts = [specs.get(c.rpartition(" ")[2]) for c in cols]
         parts += [markdown_table(view, cols, [_md_header(c, specs) for c in cols], fmts) if len(view)
