@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from bench import registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
-from bench.data.base import plan_labels
+from bench.data.base import DatasetError, plan_labels
 from bench.generation import generate, resolve_device, stream_cell
 from bench.models.base import Generator, ModelSpec
 from bench.suite.schema import TimingEntry
@@ -74,9 +74,21 @@ class Engine:
 
     # -- shared resources, built once ---------------------------------------------------------------------------
     def dataset(self, cell: Cell):
+        """The cell's dataset, opened once per suite id as ``cls(source, **options)`` (the source name is what
+        its card, conventional folder and mini stream are found by; no fingerprint depends on the name), then
+        named by the suite's id, so its later messages (decode failures, plans) name the dataset as the suite
+        does; an error while opening it is re-worded the same way."""
         if cell.dataset not in self._datasets:
-            cls = registry.resolve("dataset", cell.dataset_source)
-            self._datasets[cell.dataset] = cls(cell.dataset_source, **cell.dataset_options)
+            src, sid = cell.dataset_source, cell.dataset
+            cls = registry.resolve("dataset", src)
+            try:
+                ds = cls(src, **cell.dataset_options)
+            except DatasetError as e:
+                if sid == src:
+                    raise
+                raise DatasetError(str(e).replace(f"dataset {src!r}", f"dataset {sid!r} ({src})", 1)) from None
+            ds.name = sid
+            self._datasets[sid] = ds
         return self._datasets[cell.dataset]
 
     def metrics(self, cell: Cell) -> dict[str, Any]:

@@ -5,7 +5,8 @@ key, skips stored ones, hands `CellSpec`s to an executor and writes each finishe
 generating and scoring is the worker `bench.engine.Engine`'s: the local executor (`Runner.run`) drives one engine
 in this process, the Ray executor drives one per actor; both call only public methods of the engine and of this
 class. A failing cell is stored with its error and the sweep goes on; a killed run resumes where it stopped; a
-crash outside any cell marks the run ``failed`` (never ``ok``) and is raised.
+crash outside any cell marks the run ``failed`` (never ``ok``) and is raised; a store write that fails (disk full,
+permissions) stops the run with one `StoreError` line naming the store and the first cause, stored cells kept.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bench.generation import (  # noqa: F401  (re-exported: the runner's public 
     resolve_device,
     stream_cell,
 )
-from bench.store import ResultStore
+from bench.store import ResultStore, StoreError, StoreWriteError
 from bench.suite import Suite
 
 OVERWRITE = ("never", "missing", "always")
@@ -167,10 +168,14 @@ class Runner:
         if self.part is not None:
             env["part"] = f"{self.part[0]}/{self.part[1]}"
         self.store = store = ResultStore(self.db)
-        self.run_id = store.begin_run(self.suite.name, self.suite.path, self.suite.sha256, env)
+        try:
+            self.run_id = store.begin_run(self.suite.name, self.suite.path, self.suite.sha256, env)
+        except StoreWriteError:
+            store.close()
+            raise
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         self._bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not self.progress, position=0)
-        status = "failed"
+        status, write_error = "failed", None
         try:
             for _, group in itertools.groupby(cells, key=lambda c: c.model.id):
                 planned = self.plan_model(list(group))
@@ -180,12 +185,22 @@ class Runner:
         except KeyboardInterrupt:
             summary.interrupted = True
             status = "interrupted"
+        except StoreWriteError as e:                # disk full, permissions: the run stops, stored cells stay
+            write_error = e
         finally:                                    # any other exception: the run is 'failed' and it propagates
             self._bar.close()
             signal.signal(signal.SIGTERM, old_term)
-            store.finish_run(self.run_id, status)
-            store.close()
+            try:
+                store.finish_run(self.run_id, status)
+            except StoreWriteError as e:
+                write_error = write_error or e      # the first failure is the one to report
+            finally:
+                _close_quietly(store)
             summary.seconds = time.perf_counter() - t_start
+        if write_error is not None:
+            raise StoreError(f"{write_error}; the run stopped after storing {summary.ran} cell"
+                             f"{'s' if summary.ran != 1 else ''} in this run; every cell stored so far is kept: free "
+                             f"space or choose another --db, then run the same command again to resume") from None
         return summary
 
     def cells(self) -> list[Cell]:
@@ -288,6 +303,14 @@ class Runner:
                 "family": adapter.family, "dataset": cell.dataset, "steps": cell.steps,
                 "cfg": cell.cfg, "solver": cell.solver, "seed": cell.seed, "plan": cell.plan.describe(), "n": n,
                 "status": status, "error": error, "config": cell.config(), "provenance": prov, "seconds": seconds}
+
+
+def _close_quietly(store: ResultStore) -> None:
+    """Close the store; after a failed write DuckDB may refuse even that, and the write's error is the one told."""
+    try:
+        store.close()
+    except Exception:
+        pass
 
 
 def _raise_interrupt(signum, frame):

@@ -14,6 +14,7 @@ rows through the frozen table of what version 1's names meant.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -60,6 +61,32 @@ class StoreError(RuntimeError):
         super().__init__(" ".join(str(msg).split()))      # one line, whatever duckdb's message holds
 
 
+class StoreWriteError(StoreError):
+    """Writing to a store failed (disk full, permission denied): the store file and the first cause, on one line.
+    What was committed before stays in the store."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        self.path, self.cause = Path(path), cause
+        text = getattr(cause, "strerror", None) if isinstance(cause, OSError) else None
+        super().__init__(f"{path}: cannot write to the result store: {text or cause}")
+
+
+def _writable_folder(path: Path) -> None:
+    """The store's folder exists (created if missing) and can take new files: DuckDB writes a ``.wal`` journal
+    beside the store on every write, so a store in a read-only folder fails at its first write."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot create the store's folder {parent} ({e.strerror or e}); choose a --db in a "
+                         f"writable folder") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        what = "open the store for writing" if path.exists() else "create the store"
+        raise StoreError(f"{path}: the folder {parent} is not writable, so stepbench cannot {what} (DuckDB "
+                         f"writes a .wal journal beside the store); make the folder writable, or copy the store to "
+                         f"a writable folder and pass --db") from None
+
+
 DUCKDB_MAGIC = b"DUCK"                # bytes 8..12 of every DuckDB database file
 # never fetch or load DuckDB extensions: a store is plain DuckDB (without this, a SQLite file would make DuckDB
 # try to download its sqlite scanner)
@@ -93,12 +120,15 @@ class ResultStore:
                 raise StoreError(f"{self.path}: is a folder, not a result store file")
             _check_magic(self.path)
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _writable_folder(self.path)
         self.version: int = SCHEMA_VERSION       # the schema read (an older one only when opened read-only)
         self.backup: Path | None = None          # the copy written before a migration on this open
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=_CONFIG)
         except duckdb.IOException as e:
+            if "permission denied" in str(e).lower():
+                raise StoreError(f"{self.path}: cannot open the result store for writing (permission denied); make "
+                                 f"it and its folder writable, or copy it to a writable folder and pass --db") from None
             if "lock" in str(e).lower():
                 raise StoreError(f"{self.path}: the store is in use by another process (another `bench run`?); "
                                  f"wait for it to finish or use --db to choose another file") from None
@@ -138,10 +168,15 @@ class ResultStore:
         if read_only:
             self.con.close()
             raise StoreError(f"{self.path}: empty store")
-        self.con.execute("BEGIN")
-        self.con.execute(DDL)
-        self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
-        self.con.execute("COMMIT")
+        try:
+            with self._writing():
+                self.con.execute("BEGIN")
+                self.con.execute(DDL)
+                self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+                self.con.execute("COMMIT")
+        except StoreError:
+            self.con.close()
+            raise
         self.version = SCHEMA_VERSION
 
     def _migrate(self) -> None:
@@ -168,12 +203,23 @@ class ResultStore:
     # -- runs -------------------------------------------------------------------------------------------------
     def begin_run(self, suite: str, suite_path: str, suite_sha256: str, environment: dict[str, Any]) -> str:
         run_id = uuid.uuid4().hex[:16]
-        self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, NULL, 'running', ?)",
-                         [run_id, suite, suite_path, suite_sha256, _now(), json.dumps(environment)])
+        with self._writing():
+            self.con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, NULL, 'running', ?)",
+                             [run_id, suite, suite_path, suite_sha256, _now(), json.dumps(environment)])
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
-        self.con.execute("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", [_now(), status, run_id])
+        with self._writing():
+            self.con.execute("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", [_now(), status, run_id])
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails in the file system or in DuckDB (disk full, permission denied, a database DuckDB
+        invalidated after such a failure) raises `StoreWriteError`: one line naming the store and the cause."""
+        try:
+            yield
+        except (duckdb.Error, OSError) as e:
+            raise StoreWriteError(self.path, e) from None
 
     # -- cells ------------------------------------------------------------------------------------------------
     def status(self, key: str) -> str | None:
@@ -198,6 +244,10 @@ class ResultStore:
         for i, c in enumerate(cols):
             if c in ("config", "provenance") and values[i] is not None:
                 values[i] = json.dumps(values[i], default=str)
+        with self._writing():
+            self._write_cell(key, cols, values, metrics, timings, samples)
+
+    def _write_cell(self, key, cols, values, metrics, timings, samples) -> None:
         self.con.execute("BEGIN TRANSACTION")
         try:
             if self.con.execute("SELECT 1 FROM cells WHERE key = ?", [key]).fetchone():   # a cell's rows
@@ -210,8 +260,11 @@ class ResultStore:
             self._insert("timings", [[key, name, float(v), unit] for name, (v, unit) in timings.items()])
             self._insert("samples", [[key, int(i), int(y), png] for i, y, png in samples])
             self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
+        except BaseException as e:
+            try:                        # a failed COMMIT (disk full) has already ended the transaction: then
+                self.con.execute("ROLLBACK")      # ROLLBACK fails too, and the error to report is the first one
+            except duckdb.Error:
+                raise e from None
             raise
 
     def _insert(self, table: str, rows: list[list], columns: tuple[str, ...] = (), chunk: int = 256) -> None:

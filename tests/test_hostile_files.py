@@ -135,9 +135,10 @@ def test_mini_adapter_refuses_pickled_weights(tmp_path, marker):
     save_file(W.load("sit")[0], str(good))
     good.with_suffix(".json").write_text(json.dumps(cfg))
     MiniSiT().load(ModelSpec(id="good", adapter="mini-sit", weights=str(good)), torch.device("cpu"))
-    pt = torch_payload(tmp_path / "evil.pt", marker)         # not .safetensors: looked up as a manifest name only
+    pt = torch_payload(tmp_path / "evil.pt", marker)         # not .safetensors: a path, refused as one, never read
     spec = ModelSpec(id="evil", adapter="mini-sit", weights=str(pt))
-    refused("mini-sit adapter: .pt checkpoint", lambda: MiniSiT().load(spec, torch.device("cpu")), "no entry")
+    refused("mini-sit adapter: .pt checkpoint", lambda: MiniSiT().load(spec, torch.device("cpu")),
+            "a path must be a .safetensors file")
 
 
 def test_mini_classifier_and_fid_extractor_refuse_pickled_weights(tmp_path, marker):

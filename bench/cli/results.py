@@ -73,7 +73,8 @@ def cmd_export(args) -> int:
     df = frame(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        df.to_csv(out, index=False)
+        from bench.report.sanitize import write_csv
+        write_csv(df, out)                       # no text cell runs as a formula in a spreadsheet
     else:
         df.to_parquet(out, index=False)
     print(f"wrote {len(df)} rows to {out} ({fmt})")

@@ -5,6 +5,11 @@ transparency (RGBA, LA, PA, P with a transparent colour) are alpha-composited on
 colour under transparent pixels (often garbage) never shows. PNG text chunks up to 64 MiB are accepted (PIL's
 default limit rejects some web PNGs). A file PIL cannot decode raises ``DecodeError``; sources count and list it.
 
+Files: only regular files (or symlinks to one) are ever opened. ``file_kind`` names anything else; special files
+(FIFOs, devices, sockets) are never read (a FIFO blocks a reader forever, /dev/zero never ends): `select_images`
+leaves them out of every listing and reports them, and `decode` refuses such a path. A symlink loop or a
+dangling link named like an image IS listed, and fails to decode like a corrupt file (so it is counted).
+
 Transforms (``options.transform``):
 - ``paper`` (default): PIL bicubic resize straight to size x size, no crop (the paper's protocol).
 - ``adm``: ADM's centre crop: halve with BOX while the short side >= 2 * size, bicubic so the short side ==
@@ -13,8 +18,12 @@ Transforms (``options.transform``):
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -29,8 +38,47 @@ TRANSFORMS = ("paper", "adm")
 EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
+SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+           (stat.S_ISSOCK, "a socket"))
+SPECIAL_KINDS = frozenset(what for _, what in SPECIAL)
+
+
 class DecodeError(Exception):
     pass
+
+
+def file_kind(path: str | Path) -> str | None:
+    """None for a regular file (or a symlink to one); else what the entry is, for messages: one of
+    `SPECIAL_KINDS`, "a folder", "a symlink loop", "a broken symlink" or "unreadable (<reason>)"."""
+    try:
+        mode = os.stat(path).st_mode             # follows symlinks: a link to /dev/zero is a character device
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        if os.path.islink(path):
+            return "a broken symlink"
+        return f"unreadable ({e.strerror or type(e).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return next((what for test, what in SPECIAL if test(mode)), "not a regular file")
+
+
+def select_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(image entries, special files skipped with what each is) among ``paths``, by extension (`EXTS`).
+    Listed: regular files, and broken entries (symlink loops, dangling links) that then fail to decode and are
+    counted; skipped: special files (never opened); ignored: folders (listings recurse into them)."""
+    listed, skipped = [], []
+    for p in paths:
+        if p.suffix.lower() not in EXTS:
+            continue
+        kind = file_kind(p)
+        if kind in SPECIAL_KINDS or kind == "not a regular file":
+            skipped.append((p, kind))
+        elif kind != "a folder":
+            listed.append(p)
+    return listed, skipped
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -57,6 +105,10 @@ def decode(data: bytes | str | Path, check_only: bool = False) -> Image.Image:
     """Bytes or a path -> fully loaded RGB PIL image; any failure -> DecodeError with PIL's message.
     ``check_only`` (the failure scan) lets JPEGs decode at 1/8 scale: every byte is still entropy-decoded, so
     truncated or corrupt files fail the same way, several times faster; never used for pixels that are kept."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        kind = file_kind(data)
+        if kind is not None:                     # checked first: a FIFO would block read_bytes forever
+            raise DecodeError(f"{kind}, not a regular file: never read")
     try:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             data = Path(data).read_bytes()

@@ -2,12 +2,14 @@
 
 Each file's sha256 is cached in one JSON file per dataset root (``<hash cache dir>/datasets/<root digest>.json``,
 beside ``$STEPBENCH_HASH_CACHE``), keyed by relative path and reused while (size, mtime_ns) are unchanged. The first
-fingerprint of a set reads every byte once; later ones only stat. Fingerprints therefore follow content: a copy
+fingerprint of a set reads every byte once; later ones only stat. An entry that cannot be stat'd (a symlink
+loop, a dangling link) hashes as ``unreadable:<errno name>``. Fingerprints therefore follow content: a copy
 of the same files elsewhere gets the same fingerprint, an edited file a different one.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,7 +34,11 @@ def file_hashes(root: Path, rels: list[str], threads: int = 8) -> dict[str, str]
         cache = {}
     out, todo, stamps = {}, [], {}
     for rel in rels:
-        st = (root / rel).stat()
+        try:
+            st = (root / rel).stat()
+        except OSError as e:     # a symlink loop or dangling link: listed, it fails to decode; hashed by its error
+            out[rel] = "unreadable:" + errno.errorcode.get(e.errno, type(e).__name__)
+            continue
         stamps[rel] = [st.st_size, st.st_mtime_ns]
         hit = cache.get(rel)
         if hit and hit[:2] == stamps[rel]:

@@ -21,12 +21,11 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from bench.data import decode as dec
 from bench.data.base import Dataset, DatasetCard, DatasetError, StrictOptions
 from bench.data.files import FolderReader, folder_content_hash
 from bench.data.hashing import digest
 from bench.data.locate import data_root
-from bench.data.stream import Item, LabelledImages, NonEmpty, _template_ok
+from bench.data.stream import Item, LabelledImages, NonEmpty, _template_ok, listed_images
 
 
 class Unnamed(Sequence):
@@ -45,9 +44,10 @@ class Unnamed(Sequence):
 
 
 def top_level_images(folder: Path) -> list[Path]:
-    """A folder's own image files (not its sub-folders'), hidden ones skipped, sorted by file name."""
-    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in dec.EXTS
-                   and not p.name.startswith(".")), key=lambda p: p.name)
+    """A folder's own image files (not its sub-folders'), hidden ones skipped, sorted by file name; special files
+    skipped with a warning, broken links listed (`bench.data.decode.select_images`)."""
+    found = (p for p in Path(folder).iterdir() if not p.name.startswith("."))
+    return sorted(listed_images(folder, found), key=lambda p: p.name)
 
 
 class ImageFiles(LabelledImages):

@@ -15,7 +15,6 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from bench.data import classes as cls_index
 from bench.data.base import DatasetCard, DatasetError
-from bench.data.decode import EXTS, load_rgb  # noqa: F401  (used by bench.models.samples)
 from bench.data.files import FolderReader, folder_content_hash
 from bench.data.hashing import digest
 from bench.data.locate import data_root

@@ -10,7 +10,8 @@ bytes or paths. ``LabelledImages`` then implements the `Dataset` base class:
   decodes every image once (in the same workers) and lists the failures; the result is cached on disk by content
   (so later runs do not rescan). Failed images are left out of ``labels()`` and ``reference_batches`` alike, so
   the two always agree; a per_reference plan therefore has one sample per *decodable* image, numbered 0..n-1 in
-  dataset order. ``decode_failures`` lists them as ``{"path": key, "error": message}``.
+  dataset order. ``decode_failures`` lists them as ``{"path": key, "error": message}``. A set with no readable
+  image is a `DatasetError` ("no readable images in ..."), never an empty reference set.
 - ``options.half: a|b`` keeps alternate images of each class (within-class rank even -> a, odd -> b); the other
   half is the ``holdout`` that a ``real`` model draws from, so a real-vs-real row compares two disjoint halves:
   each metric's floor.
@@ -255,7 +256,14 @@ class LabelledImages(Dataset):
     def _ok(self) -> list[Item]:
         if self._ok_items is None:
             failed = {f["path"] for f in self._scan()}
-            self._ok_items = [it for it in self.items if it.key not in failed]
+            ok = [it for it in self.items if it.key not in failed]
+            if self.items and not ok:        # never an empty reference set: metrics cannot use one
+                keys = {it.key for it in self.items}
+                first = next(f for f in self._failures if f["path"] in keys)
+                raise DatasetError(f"dataset {self.name!r}: no readable images in {self._where()}: all "
+                                   f"{len(self.items)} listed image(s) failed to decode (e.g. {first['path']}: "
+                                   f"{first['error']})")
+            self._ok_items = ok
         return self._ok_items
 
     # -- the Dataset contract -----------------------------------------------------------------------------------
@@ -321,8 +329,18 @@ class LabelledImages(Dataset):
         raise DatasetError(f"dataset {self.name!r}: no readable holdout image of class {pool[0].label}")
 
 
-def sorted_files(folder, exts: Iterable[str] = dec.EXTS) -> list:
-    """Image files under a folder (recursive), sorted by relative path; hidden files skipped."""
-    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
-                  key=lambda p: p.relative_to(folder).as_posix())
+def sorted_files(folder) -> list:
+    """Image files under a folder (recursive), sorted by relative path; hidden files skipped; special files
+    skipped with a warning, broken links listed (`bench.data.decode.select_images`)."""
+    found = (p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(listed_images(folder, found), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def listed_images(folder, paths: Iterable) -> list:
+    """`bench.data.decode.select_images` over ``paths``, warning once about the special files it skips."""
+    listed, skipped = dec.select_images(paths)
+    if skipped:
+        named = ", ".join(f"{p.relative_to(folder).as_posix()} ({kind})" for p, kind in sorted(skipped)[:5])
+        warnings.warn(f"{folder}: {len(skipped)} special file(s) named like images skipped, never read (not "
+                      f"regular files): {named}", stacklevel=3)
+    return listed

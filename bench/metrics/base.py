@@ -8,13 +8,19 @@ Networks on CPU and GPU give a row slightly different floats in a batch of anoth
 pick their blocking by shape), but the same bits in any batch of the same shape. So metric networks run on
 batches of exactly one shape: `fixed_shape_forward` pads the last chunk, and `PerSampleAccumulator` with
 ``chunk`` buffers incoming images until a full chunk is there (little padding whatever the generator's batch).
+
+Metric networks run in float32 exactly: `strict_numerics` turns TF32 off (cuDNN convolutions and CUDA matmuls,
+float32 matmul precision 'highest') around every forward of `fixed_shape_forward` and `PerSampleAccumulator`, and
+restores the caller's flags afterwards, so Inception / CLIP / DINOv2 features on an Ampere-or-newer GPU match the
+float32 reference. Generation keeps the process's flags (recorded per run: `bench.provenance.environment`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -24,7 +30,7 @@ from bench.outputs import Output, companion
 from bench.outputs import find as find_output
 
 __all__ = ["Accumulator", "Metric", "MetricError", "Output", "StrictOptions", "companion", "fixed_shape_forward",
-           "PerSampleAccumulator"]
+           "PerSampleAccumulator", "STRICT_NUMERICS", "numerics_flags", "strict_numerics"]
 
 
 class Accumulator(Protocol):
@@ -101,10 +107,43 @@ class MetricError(ValueError):
     pass
 
 
+# What metric forwards run under: float32 exactly (no TF32 in matmuls or cuDNN convolutions).
+STRICT_NUMERICS = {"matmul_allow_tf32": False, "cudnn_allow_tf32": False, "float32_matmul_precision": "highest"}
+
+
+def numerics_flags() -> dict[str, Any]:
+    """This process's float32 precision flags now, named as in `STRICT_NUMERICS`."""
+    return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def _set_flags(flags: dict[str, Any]) -> None:
+    torch.set_float32_matmul_precision(flags["float32_matmul_precision"])   # sets matmul TF32 too: so first
+    torch.backends.cuda.matmul.allow_tf32 = flags["matmul_allow_tf32"]
+    torch.backends.cudnn.allow_tf32 = flags["cudnn_allow_tf32"]
+
+
+@contextmanager
+def strict_numerics() -> Iterator[None]:
+    """`STRICT_NUMERICS` inside, the caller's flags restored on exit (also when the forward raises)."""
+    before = numerics_flags()
+    _set_flags(STRICT_NUMERICS)
+    try:
+        yield
+    finally:
+        _set_flags(before)
+
+
 def fixed_shape_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """``fn`` over ``x`` in chunks of exactly ``batch_size`` (the last one zero-padded and the padding dropped), so
     each row's output does not depend on how many rows came with it. ``fn`` returns a tensor or a tuple of them;
     the result is a list with one concatenated tensor per output."""
+    with strict_numerics():                # float32 exactly: no TF32 (see the module docstring)
+        return _fixed_shape_forward(fn, x, batch_size)
+
+
+def _fixed_shape_forward(fn, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     outs: list[list[torch.Tensor]] = []
     for chunk in x.split(batch_size):
         n = len(chunk)
@@ -155,7 +194,8 @@ class PerSampleAccumulator:
         self.pending = [(images[full:], labels[full:], prompts[full:], ids[full:])] if full < len(images) else []
 
     def _add(self, images, labels, prompts, sample_ids) -> None:
-        out = self._embed(images, labels, prompts)
+        with strict_numerics():            # also for a plugin's embed that does not use fixed_shape_forward
+            out = self._embed(images, labels, prompts)
         for k, v in out.items():
             if len(v) != len(sample_ids):
                 raise MetricError(f"metric produced {len(v)} rows of {k!r} for {len(sample_ids)} images")

@@ -82,8 +82,18 @@ def _update_manifest(directory, name, path, config, seed, steps, losses, train_s
     os.replace(tmp_m, directory / MANIFEST)
 
 
+def looks_like_path(name: str) -> bool:
+    """A weights reference that is a path (a separator, a suffix or an existing file), not a manifest name."""
+    return "/" in name or os.sep in name or bool(Path(name).suffix) or Path(name).exists()
+
+
 def entry(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """The manifest entry of ``name``; a path that is not a manifest name is refused saying what a path must be."""
     manifest = read_manifest(directory)
+    if name not in manifest and looks_like_path(name):
+        raise WeightsError(f"weights {name!r} is a path, not a manifest name: a path must be a .safetensors file "
+                           f"with its config beside it (<name>.json or config.json); manifest names: "
+                           f"{sorted(manifest)}")
     if name not in manifest:
         raise WeightsError(f"{directory / MANIFEST}: no entry {name!r} (have: {sorted(manifest)}); "
                            f"run `make mini-weights` to train the miniature world")

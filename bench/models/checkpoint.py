@@ -3,9 +3,11 @@ checks, and the typed option pieces (intervals, network-config mappings) the pub
 
 Invariants:
 - `read_checkpoint` never unpickles code: ``.safetensors`` through safetensors, anything else through
-  ``torch.load(weights_only=True)``; a training checkpoint's EMA weights win over its raw ones (the entry names the
-  references use, in this order: "ema_model" (SoFlow), "ema" (DiT/SiT/RAE train.py), "model", "state_dict"); DDP
-  (``module.``) and ``torch.compile`` (``_orig_mod.``) key prefixes are dropped; every value is a tensor.
+  ``torch.load(weights_only=True)`` with exactly `TRAIN_PY_GLOBALS` (``argparse.Namespace``: a train.py
+  checkpoint's ``args``) allowed besides torch's own weights-only types; a training checkpoint's EMA weights win
+  over its raw ones (the entry names the references use, in this order: "ema_model" (SoFlow), "ema" (DiT/SiT/RAE
+  train.py), "model", "state_dict"); DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) key prefixes are
+  dropped; every value is a tensor.
 - `load_strict` loads only when the file has exactly the network's names and shapes (extra entries allowed only
   where the reference itself loads non-strictly), and says in one line what is missing, unexpected or reshaped.
   Values are copied into the network's float32 parameters (``load_state_dict``), so a half-precision file loads
@@ -15,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -30,6 +33,9 @@ from torch import nn
 from bench.options import StrictOptions, problems
 
 EMA_FIRST = ("ema_model", "ema", "model", "state_dict")
+# The one non-tensor type the references' train.py checkpoints hold ({"model", "ema", "opt", "args"}, args an
+# argparse.Namespace of plain values): allowed to the weights-only unpickler, nothing more.
+TRAIN_PY_GLOBALS = (argparse.Namespace,)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -71,7 +77,8 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, tor
             raise ValueError(f"{what}: cannot read {str(path)!r} as a safetensors file ({_first_line(e)})") from e
     else:
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(TRAIN_PY_GLOBALS)):
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:   # noqa: BLE001 - pickled objects, truncated files: one message
             raise ValueError(f"{what}: cannot read {str(path)!r} as a safetensors file or a weights-only torch "
                              f"checkpoint ({_first_line(e)})") from e

@@ -19,7 +19,8 @@ Network forwards are batch-invariant on CPU (bench.mini.nets.MIN_ROWS), so image
 batch sizes.
 
 The three adapters take no model options (an option given is an error naming it); ``weights`` is a manifest name
-of bench/mini/weights or a ``.safetensors`` file with its config beside it (default: the shipped weights).
+of bench/mini/weights or a ``.safetensors`` file with its config beside it (default: the shipped weights); any
+other path is refused saying so (`bench.mini.weights.entry`).
 """
 
 from __future__ import annotations

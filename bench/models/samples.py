@@ -1,6 +1,9 @@
 """Evaluate pre-generated images: a folder of PNG/JPEG files or an ADM-style ``.npz`` (``arr_0`` NHWC uint8,
 optional labels in ``arr_1`` or ``labels``). Sample i is the i-th file in sorted name order / the i-th row.
 
+A folder is listed as the datasets list theirs (regular files only: a FIFO or device named like an image is
+refused, never opened) and refused whole when a file is unreadable: sample i must be the i-th file.
+
 Option: ``resolution`` (folders only): decode each file with the datasets' preprocessing at that size (default:
 as stored; an ``.npz`` is always used as stored)."""
 
@@ -14,8 +17,40 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from bench.data.imagefolder import EXTS, load_rgb
+from bench.data import decode as dec
 from bench.models.base import Generator, ModelSpec, SamplerSettings, StrictOptions
+
+
+def read_folder(model: str, path: Path, resolution: int | None) -> np.ndarray:
+    """A folder's top-level image files (hidden ones skipped) in name order as one NHWC uint8 array. Listed as the
+    datasets list theirs (`bench.data.decode.select_images`), but stricter, since sample i is the i-th file:
+    a special file (FIFO, device, socket; never opened) or any unreadable file refuses the folder, naming them;
+    images of different sizes without ``resolution`` are refused, naming a file of each size."""
+    head = f"model {model!r}: samples folder {str(path)!r}"
+    files, special = dec.select_images(sorted((p for p in path.iterdir() if not p.name.startswith(".")),
+                                              key=lambda p: p.name))
+    if special:
+        names = ", ".join(f"{p.name} ({kind})" for p, kind in special[:5])
+        raise ValueError(f"{head}: {len(special)} special file(s) named like images, never read: {names}; "
+                         "only regular files can be samples")
+    if not files:
+        raise ValueError(f"{head}: no images ({', '.join(sorted(dec.EXTS))})")
+    images, failed = [], []
+    for p in files:
+        try:
+            images.append(dec.load_rgb(p, resolution))
+        except dec.DecodeError as e:
+            failed.append(f"{p.name}: {e}")
+    if failed:
+        raise ValueError(f"{head}: {len(failed)} unreadable image(s): {'; '.join(failed[:3])}")
+    sizes: dict[tuple, str] = {}
+    for p, im in zip(files, images):
+        sizes.setdefault(im.shape, p.name)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{name} is {w}x{h}" for (h, w, _), name in list(sizes.items())[:4])
+        raise ValueError(f"{head}: images of {len(sizes)} different sizes ({shown}); set options.resolution "
+                         "(e.g. 256) to resize every image to that size")
+    return np.stack(images)
 
 
 class Samples(Generator):
@@ -49,10 +84,7 @@ class Samples(Generator):
                     raise ValueError(f"{path}: {len(lab)} labels for {len(arr)} images")
                 self.labels_given = torch.from_numpy(np.asarray(lab)).long()
         elif path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in EXTS)
-            if not files:
-                raise ValueError(f"{path}: no images ({', '.join(sorted(EXTS))})")
-            self.images = torch.from_numpy(np.stack([load_rgb(p, opts.resolution) for p in files]))
+            self.images = torch.from_numpy(read_folder(spec.id, path, opts.resolution))
         else:
             raise ValueError(f"model {spec.id!r}: weights {str(path)!r} is neither a folder nor an .npz file")
 

@@ -15,10 +15,12 @@ Conventions, as in the reference (transport/path.py ICPlan, transport.py, sample
 - Steps: N = number of intervals on linspace(0, 1, N + 1). The reference's ``--num-sampling-steps`` counts time
   POINTS (N + 1), so its "50 steps" are 49 intervals here.
 - Solvers (bench.models.samplers): ``euler`` (default; N NFE), ``heun`` (2N), ``dopri5`` (adaptive, torchdiffeq,
-  atol/rtol options with SiT's defaults 1e-6/1e-3; N is ignored and NFE is only counted, declared NaN; solved
-  per sample by default, see samplers.py), ``sde`` (Euler-Maruyama with SiT's defaults: diffusion "sigma"
-  D(t) = norm * (1 - t), last step "Mean" of size 0.04; N NFE. The reference calls the network twice per SDE
-  step, for the drift and again for the score; both are the same evaluation, computed once here).
+  atol/rtol options with SiT's defaults 1e-6/1e-3, passed as one-element lists as the reference does, so the
+  error ratio is float64; N is ignored and NFE is only counted, declared NaN; solved per sample by default, which
+  differs from the reference's joint solve by design, see samplers.py), ``sde`` (Euler-Maruyama with SiT's
+  defaults: diffusion "sigma" D(t) = norm * (1 - t), last step "Mean" of size 0.04; N NFE. The reference calls
+  the network twice per SDE step, for the drift and again for the score; both are the same evaluation, computed
+  once here).
 - Noise: initial latent from bench.noise stream "sit/init"; SDE step k from "sit/sde/<k>", so sample i depends
   only on (seed, i).
 - Latent: SD-VAE 32x32x4 for 256 px, decoded by bench.models.latent.LatentDecoder (option ``vae``: ft-mse
@@ -26,8 +28,10 @@ Conventions, as in the reference (transport/path.py ICPlan, transport.py, sample
 - Network: bench/nets/dit.py (the DiT/SiT backbone with the official parameter names).
 
 Weights: ``spec.weights`` (default ``$SIT_WEIGHTS``) through bench.hub.resolve_weights: a file, a folder holding
-``SiT-XL-2-256.pt`` (option ``weights_file``), or a hub id. ``.safetensors`` or ``torch.load(weights_only=True)``;
-a train.py checkpoint's ``"ema"`` entry is used, as the reference's find_model does (else ``"model"``). The
+``SiT-XL-2-256.pt`` (option ``weights_file``), or a hub id. ``.safetensors`` or ``torch.load(weights_only=True)``
+(a train.py checkpoint, ``{"model", "ema", "opt", "args"}``, loads: its ``argparse.Namespace`` args is the one
+extra type allowed, `bench.models.checkpoint.TRAIN_PY_GLOBALS`); a train.py checkpoint's ``"ema"`` entry is used,
+as the reference's find_model does (else ``"model"``). The
 network size (depth, width, patch, classes, learned sigma) is read from the checkpoint's shapes; heads come from
 the standard sizes (or option ``num_heads``).
 """

@@ -16,6 +16,7 @@ from bench.report import grids as G
 from bench.report import html as H
 from bench.report import plots as P
 from bench.report.leaderboard import markdown
+from bench.report.sanitize import write_csv
 from bench.report.source import read_extras
 
 MAX_SAMPLES = 8
@@ -42,7 +43,7 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, db: str | Path | None = 
         md = d / "leaderboard.md"
         md.write_text(markdown(sdf, str(suite), specs), encoding="utf-8")
         csv = d / "sweep.csv"
-        sdf.to_csv(csv, index=False)
+        write_csv(sdf, csv)                      # no text cell runs as a formula in a spreadsheet
         plots, skipped = P.make_plots(_full_cells(sdf), d, specs)
         grids = G.make_grids(sdf, samples, max_samples) if samples is not None else []
         page = d / "index.html"

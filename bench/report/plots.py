@@ -15,8 +15,6 @@ model's series apart, as the title says) instead of a legend entry per series.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pandas as pd
 
 from bench import composite
 from bench.report.directions import Specs
+from bench.report.sanitize import file_name
 
 DIMS = ("steps", "cfg", "solver", "seed")
 FLOOR = "real"          # the family drawn as each metric's floor, not as a line
@@ -42,8 +41,8 @@ class Plot:
 
 
 def slug(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
-    return s if s == str(name) else f"{s}-{hashlib.sha1(str(name).encode()).hexdigest()[:6]}"
+    """A name (suite, dataset id) as a file or folder name: `bench.report.sanitize.file_name`."""
+    return file_name(name)
 
 
 def _figure(w: float, h: float):

@@ -66,6 +66,19 @@ def _sweep_axis(values, what: str, ok, rule: str):
     bad = [x for x in values if not ok(x)]
     if bad:
         raise ValueError(f"{rule}, got {bad}")
+    return _no_repeats(values, what)
+
+
+def _no_repeats(values: list, what: str) -> list:
+    """A sweep axis lists each value once: a repeat would plan and compute the same cell twice."""
+    seen, dup = set(), []
+    for x in values:
+        if x in seen and x not in dup:
+            dup.append(x)
+        seen.add(x)
+    if dup:
+        raise ValueError(f"lists the {what} {', '.join(map(repr, dup))} more than once (each value once: a repeat "
+                         f"would compute the same cell twice)")
     return values
 
 
@@ -95,7 +108,7 @@ class ModelEntry(_Strict):
     def _solver(cls, v):
         if v is not None and not v:
             raise ValueError("must list at least one solver (or leave the key out)")
-        return v
+        return v if v is None else _no_repeats(v, "solver")
 
 
 def _unique_ids(entries: list, what: str) -> list:
@@ -140,6 +153,7 @@ class SuiteFile(_Strict):
             raise ValueError("must list at least one seed")
         if any(s < 0 or s > MAX_SEED for s in seeds):
             raise ValueError(f"seeds must be 0..{MAX_SEED}")
+        _no_repeats(seeds, "seed")
         return v
 
     @field_validator("device")
