@@ -224,7 +224,7 @@ class ReLAIONet(_ImageNetLabelled):
         classes=1000, licence="web images owned by their creators, gathered via LAION's index; research "
         "evaluation only under the release's terms; do not redistribute",
         get="download reLAIONet (reLAIONet-cleaned-v1, images/<class name>/...) from its authors' release and "
-            "put it there", manifest="relaionet")}
+            "unpack it", manifest="relaionet")}
 
     class Options(_ImageNetLabelled.Options):
         class_map: dict[str, Annotated[int, Field(ge=0, le=999)]] | None = None    # folder -> ImageNet-1k id
