@@ -202,29 +202,31 @@ class NotAllowed:
         self.x = 1
 
 
-def _train_py(path: Path, args) -> Path:
+def _train_py(path: Path, args) -> tuple[Path, dict]:
+    """A checkpoint in SiT's train.py shape at ``path``, and what was saved in it."""
     net = torch.nn.Linear(2, 3)
     ema = {k: v + 1 for k, v in net.state_dict().items()}
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     net(torch.randn(4, 2)).sum().backward()
     opt.step()
-    torch.save({"model": net.state_dict(), "ema": ema, "opt": opt.state_dict(), "args": args}, path)
-    return path
+    saved = {"model": net.state_dict(), "ema": ema, "opt": opt.state_dict(), "args": args}
+    torch.save(saved, path)
+    return path, saved
 
 
 def test_a_sit_train_py_checkpoint_loads_its_ema_weights(tmp_path):
     args = argparse.Namespace(model="SiT-XL/2", image_size=256, num_classes=1000, lr=1e-4, global_seed=0,
                               results_dir="results", ckpt=None, path_type="Linear", betas=(0.9, 0.999))
-    sd = read_checkpoint(_train_py(tmp_path / "0400000.pt", args), "SiT weights")
+    path, raw = _train_py(tmp_path / "0400000.pt", args)
+    sd = read_checkpoint(path, "SiT weights")
     assert set(sd) == {"weight", "bias"}
-    raw = torch.load(tmp_path / "0400000.pt", weights_only=False)
     assert torch.equal(sd["weight"], raw["ema"]["weight"]) and not torch.equal(sd["weight"], raw["model"]["weight"])
 
 
 @pytest.mark.parametrize("args", [NotAllowed(), argparse.Namespace(evil=NotAllowed())],
                          ids=["another-class", "namespace-holding-another-class"])
 def test_anything_beyond_namespace_is_still_refused(tmp_path, args):
-    path = _train_py(tmp_path / "x.pt", args)
+    path, _ = _train_py(tmp_path / "x.pt", args)
     with pytest.raises(ValueError, match=r"SiT weights: cannot read .* weights-only torch checkpoint "
                                          r"\(UnpicklingError: Weights only load failed"):
         read_checkpoint(path, "SiT weights")
