@@ -7,11 +7,14 @@
 __version__ = "0.1.0"
 
 
-def load(db: str = "results/bench.duckdb", latest: bool = True):
+def load(db: str = "results/bench.duckdb", latest: bool = True, mmhm_bounds=None):
     """The result store as a tidy pandas DataFrame (one row per cell, metric columns, MMHM); by default only the
-    newest measurement of each sweep point (``latest=False`` for all)."""
+    newest measurement of each sweep point (``latest=False`` for all). ``mmhm_bounds``: saved MMHM bounds for
+    the full cells, a bounds file's path (`bench report --save-mmhm-bounds`, or the paper's JSON) or a mapping
+    ``{dataset or "*": {"fid": [min, max], "is": ..., "clip": ..., "pick": ...}}``; default: computed from the
+    store. A dataset they do not cover is a ValueError naming it."""
     from bench.store import load as _load
-    return _load(db, latest=latest)
+    return _load(db, latest=latest, mmhm_bounds=mmhm_bounds)
 
 
 def per_class(db: str = "results/bench.duckdb"):

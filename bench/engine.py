@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -23,9 +23,10 @@ from bench import registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
 from bench.data.base import DatasetError, plan_labels
 from bench.generation import generate, resolve_device, stream_cell
+from bench.metrics.base import numerics_mode
 from bench.models.base import Generator, ModelSpec
 from bench.suite.schema import TimingEntry
-from bench.timing import measure, summarize
+from bench.timing import measure, measure_stable, summarize
 
 
 @dataclass
@@ -57,6 +58,14 @@ class CellResult:
     nfe: float
 
 
+def statistics(merged: dict[str, Any]) -> tuple[dict[str, dict[str, float]], float]:
+    """Each merged accumulator's values (`Engine.merge`) and the seconds they took. Pure computation on rows already
+    embedded: no network forward, no reference lookup, no global flag, so it may run on another thread (the
+    runner's statistics thread) while this process generates the next cell."""
+    t0 = time.perf_counter()
+    return {name: acc.result() for name, acc in merged.items()}, time.perf_counter() - t0
+
+
 class Engine:
     """Models, datasets and metrics of one process, each built once; `run_shard` and `finish` over cell specs."""
 
@@ -70,7 +79,12 @@ class Engine:
         self._datasets: dict[str, Any] = {}
         self._metrics: dict[str, Any] = {}
         self._adapters: dict[str, Generator] = {}
-        self._latency_memo: dict[str, dict[str, float]] = {}   # see TimingEntry.latency; one run per engine
+        self._latency_memo: dict[str, dict[str, float]] = {}   # see TimingEntry.latency; emptied by begin_run
+
+    def begin_run(self) -> None:
+        """A new run on this engine: what is shared "within a run" (a setting's batch-1 latency, `TimingEntry.
+        latency`) is measured again; loaded metrics and datasets stay (they do not depend on the run)."""
+        self._latency_memo.clear()
 
     # -- shared resources, built once ---------------------------------------------------------------------------
     def dataset(self, cell: Cell):
@@ -132,9 +146,18 @@ class Engine:
         """How many samples the cell has (what a driver splits into shards)."""
         return len(self.samples(cs)[2])
 
-    def run_shard(self, cs: CellSpec, lo: int = 0, hi: int | None = None, with_latency: bool = True) -> Shard:
+    def run_shard(self, cs: CellSpec, lo: int = 0, hi: int | None = None, with_latency: bool = True,
+                  barrier: Callable[[], None] | None = None) -> Shard:
+        with numerics_mode(cs.cell.numerics):      # strict float32 metric forwards unless the suite opted out
+            return self._run_shard(cs, lo, hi, with_latency, barrier)
+
+    def _run_shard(self, cs: CellSpec, lo: int, hi: int | None, with_latency: bool,
+                   barrier: Callable[[], None] | None) -> Shard:
         """Generate and score the samples [lo, hi) of a cell's plan; return accumulator states, never images.
-        The shard holding sample 0 keeps the sample PNGs and (``with_latency``) measures latency."""
+        The shard holding sample 0 keeps the sample PNGs and (``with_latency``) measures latency. ``barrier``
+        (idempotent) is called once the first batch is generated, before any metric sees it, and again before
+        latency is measured: work the caller runs beside this shard (the previous cell's statistics) overlaps only
+        the first batch's generation, never a metric forward or a timed measurement."""
         cell = cs.cell
         adapter = self.load(cell.model)
         dataset, labels, ids = self.samples(cs)
@@ -144,9 +167,11 @@ class Engine:
                    unit="img", leave=False, disable=not self.settings.progress, position=1)
         try:
             out = stream_cell(adapter, cell, dataset, list(accs.values()), labels[lo:hi], ids[lo:hi], self.device,
-                              keep=self.settings.keep_samples if lo == 0 else 0, bar=bar)
+                              keep=self.settings.keep_samples if lo == 0 else 0, bar=bar, after_first=barrier)
         finally:
             bar.close()
+        if barrier is not None:
+            barrier()
         latency = (self._latency(cell, adapter, labels[lo:hi], ids[lo:hi], out["batch_times"],
                                  out["generation_batch"]) if with_latency else {})
         return Shard(lo, hi, {k: a.state() for k, a in accs.items()}, out["nfe_rows"], out["generate_s"],
@@ -154,22 +179,41 @@ class Engine:
                      nfe_declared=adapter.nfe_per_image(cell.settings()), generator=adapter.describe())
 
     def finish(self, cs: CellSpec, shards: list[Shard]) -> CellResult:
-        """Merge the shards' accumulator states (exact: rows are ordered by sample id) and compute the values."""
+        """Merge the shards' accumulator states (exact: rows are ordered by sample id) and compute the values,
+        under the cell's numerics mode (also when called from the statistics thread)."""
+        with numerics_mode(cs.cell.numerics):
+            return self._finish(cs, shards)
+
+    def _finish(self, cs: CellSpec, shards: list[Shard]) -> CellResult:
+        return self.assemble(cs, shards, *statistics(self.merge(cs, shards)))
+
+    def merge(self, cs: CellSpec, shards: list[Shard]) -> dict[str, Any]:
+        """Each metric's accumulator with the shards' states added (what `statistics` computes from), built in the
+        calling thread: it may look up reference sets, under the caller's numerics mode."""
+        dataset = self.dataset(cs.cell)
+        merged = {}
+        with numerics_mode(cs.cell.numerics):           # the reference sets of the cell's numerics mode
+            for name, metric in self.metrics(cs.cell).items():
+                acc = metric.accumulator(dataset)
+                for sh in sorted(shards, key=lambda sh: sh.lo):
+                    acc.add_state(sh.states[name])
+                merged[name] = acc
+        return merged
+
+    def assemble(self, cs: CellSpec, shards: list[Shard], results: dict[str, dict[str, float]],
+                 statistics_s: float) -> CellResult:
+        """The `CellResult` of a cell from its metrics' results (`statistics`) and its shards' counts and timings."""
         cell = cs.cell
         shards = sorted(shards, key=lambda sh: sh.lo)
         n = sum(sh.hi - sh.lo for sh in shards)
         dataset = self.dataset(cell)
-        t_res = time.perf_counter()
         metrics = self.metrics(cell)
         values: dict[str, tuple] = {}
         for name, metric in metrics.items():
-            acc = metric.accumulator(dataset)
-            for sh in shards:
-                acc.add_state(sh.states[name])
             desc = metric.describe()
-            for k, v in acc.result().items():
+            for k, v in results[name].items():
                 values[k] = (v, name, metric.version, desc, metric.output(k))
-        score_s = sum(sh.score_s for sh in shards) + time.perf_counter() - t_res
+        score_s = sum(sh.score_s for sh in shards) + statistics_s
         nfe = sum(sh.nfe_rows for sh in shards) / n if n else 0.0
         timings = {"nfe": (nfe, "evals/image"), "nfe_declared": (shards[0].nfe_declared, "evals/image"),
                    "generate_s": (sum(sh.generate_s for sh in shards), "s"), "score_s": (score_s, "s")}
@@ -191,8 +235,12 @@ class Engine:
 
     # -- latency ------------------------------------------------------------------------------------------------
     def _latency(self, cell: Cell, adapter, labels, ids, batch_times, gen_batch: int) -> dict[str, tuple[float, str]]:
-        """Batch-1 latency, measured apart from the bulk pass; throughput at the suite batch size, either measured
-        apart too ("separate") or from the bulk pass's full, synchronised batches after the first ("bulk")."""
+        """Batch-1 latency, measured apart from the bulk pass by the robust rule (`bench.latency_rule`: timed until
+        IQR / median reaches ``timing.iqr_target``, bounded; ``latency_repeats`` the timed calls); throughput at the
+        suite batch size, either measured apart too ("separate") or from the bulk pass's full, synchronised batches
+        after the first ("bulk"). With ``latency: per_setting`` a measurement is shared with the later cells of the
+        same setting when it reached its target; after an unstable one the next such cell measures once more (a later
+        moment of the run, so one contention episode is not copied to every dataset) and that one is shared."""
         t = self.timing
         if not t.enabled or not adapter.networks():
             return {}
@@ -204,12 +252,16 @@ class Engine:
         memo = canonical_json({"model": asdict(cell.model), "adapter_version": adapter.version, "steps": cell.steps,
                                "cfg": cell.cfg, "solver": cell.solver, "dtype": cell.dtype, "device": str(self.device),
                                "timing": t.model_dump()})
-        reuse = t.latency == "per_setting" and memo in self._latency_memo
+        known = self._latency_memo.get(memo)
+        reuse = t.latency == "per_setting" and known is not None and (known["stable"] == 1.0 or known["tries"] >= 2)
         if reuse:
-            lat = self._latency_memo[memo]
+            lat = known
         else:
-            lat = self._latency_memo[memo] = measure(call, 1, t.warmup, t.repeats, self.device)
-        shared = {"latency_shared": (float(reuse), "1 = taken from an earlier cell of these settings in this run")}
+            lat = self._latency_memo[memo] = {**measure_stable(
+                call, 1, warmup=t.warmup, repeats=t.repeats, max_repeats=t.repeat_cap, target=t.iqr_target,
+                max_seconds=t.max_seconds, device=self.device), "tries": (known or {}).get("tries", 0) + 1}
+        shared = {"latency_shared": (float(reuse), "1 = taken from an earlier cell of these settings in this run"),
+                  "latency_repeats": (lat["count"], "calls")}
         b = min(gen_batch, len(ids))    # the suite's batch size, or what out-of-memory back-off left of it
         full = [sec / n for n, sec in batch_times[1:] if n == min(cell.batch_size, len(ids))]
         if t.throughput == "bulk" and full:

@@ -122,6 +122,7 @@ class ResultStore:
         if not read_only:
             _writable_folder(self.path)
         self.version: int = SCHEMA_VERSION       # the schema read (an older one only when opened read-only)
+        self._column_order: dict[str, list[str]] = {}    # table -> its columns in stored order (`_insert`)
         self.backup: Path | None = None          # the copy written before a migration on this open
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=_CONFIG)
@@ -244,10 +245,17 @@ class ResultStore:
         for i, c in enumerate(cols):
             if c in ("config", "provenance") and values[i] is not None:
                 values[i] = json.dumps(values[i], default=str)
+        # the rows are prepared before the transaction opens, as Arrow tables of the stored column types
+        options_json: dict[int, str] = {}               # a metric's options are one object for all its rows
+        metric_rows = [metric_row(key, seq, name, m, options_json) for seq, (name, m) in enumerate(metrics.items())]
+        tables = (_arrow_rows("metrics", metric_rows),
+                  _arrow_rows("timings", [[key, name, float(v), unit] for name, (v, unit) in timings.items()]),
+                  _arrow_rows("samples", [[key, int(i), int(y), png] for i, y, png in samples]))
         with self._writing():
-            self._write_cell(key, cols, values, metrics, timings, samples)
+            self._write_cell(key, cols, values, *tables)
 
     def _write_cell(self, key, cols, values, metrics, timings, samples) -> None:
+        """The transaction of `write`: ``metrics``, ``timings``, ``samples`` are `_arrow_rows` tables (or None)."""
         self.con.execute("BEGIN TRANSACTION")
         try:
             if self.con.execute("SELECT 1 FROM cells WHERE key = ?", [key]).fetchone():   # a cell's rows
@@ -255,10 +263,8 @@ class ResultStore:
                     self.con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
             self.con.execute(f"INSERT INTO cells (key, {', '.join(cols)}, finished) VALUES "
                              f"(?, {', '.join('?' * len(cols))}, ?)", [key, *values, _now()])
-            self._insert("metrics", [metric_row(key, seq, name, m) for seq, (name, m) in enumerate(metrics.items())],
-                         METRIC_COLUMNS)
-            self._insert("timings", [[key, name, float(v), unit] for name, (v, unit) in timings.items()])
-            self._insert("samples", [[key, int(i), int(y), png] for i, y, png in samples])
+            for table, rows in (("metrics", metrics), ("timings", timings), ("samples", samples)):
+                self._insert(table, rows)
             self.con.execute("COMMIT")
         except BaseException as e:
             try:                        # a failed COMMIT (disk full) has already ended the transaction: then
@@ -267,15 +273,19 @@ class ResultStore:
                 raise e from None
             raise
 
-    def _insert(self, table: str, rows: list[list], columns: tuple[str, ...] = (), chunk: int = 256) -> None:
-        """Multi-row INSERT ... VALUES statements: DuckDB's executemany runs one statement per row (~1 ms each),
-        about 9x slower for a cell's 35 metric rows."""
-        names = f" ({', '.join(columns)})" if columns else ""
-        for i in range(0, len(rows), chunk):
-            part = rows[i:i + chunk]
-            one = f"({', '.join('?' * len(part[0]))})"
-            self.con.execute(f"INSERT INTO {table}{names} VALUES {', '.join([one] * len(part))}",
-                             [v for r in part for v in r])
+    def _insert(self, table: str, rows) -> None:
+        """One insert of an `_arrow_rows` table, its columns put in the stored table's order (a migrated store's
+        may differ from a new one's): about 4x faster than a multi-row ``INSERT ... VALUES`` with a cell's 385
+        metric parameters, which DuckDB parses and binds anew on every cell (executemany is slower still, a
+        statement per row). Arrow float64 carries each Python float unchanged."""
+        if rows is None:
+            return
+        order = self._column_order.get(table)
+        if order is None:
+            order = self._column_order[table] = [r[0] for r in self.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                [table]).fetchall()]
+        self.con.from_arrow(rows.select(order)).insert_into(table)
 
     # -- reading ----------------------------------------------------------------------------------------------
     def frame(self, sql: str | None = None) -> pd.DataFrame:
@@ -291,8 +301,27 @@ class ResultStore:
             FROM cells GROUP BY suite ORDER BY suite""").df()
 
 
-def metric_row(key: str, seq: int, name: str, m: tuple) -> list:
-    """One ``metrics`` row (`METRIC_COLUMNS`) from a `ResultStore.write` entry."""
+# Column types of the rows `ResultStore.write` inserts through Arrow (pyarrow type names), in row order.
+ARROW_COLUMNS = {
+    "metrics": tuple(zip(METRIC_COLUMNS, ("string", "string", "float64", "string", "string", "string", "bool_",
+                                          "string", "string", "string", "int32"))),
+    "timings": (("key", "string"), ("name", "string"), ("value", "float64"), ("unit", "string")),
+    "samples": (("key", "string"), ("sample_id", "int32"), ("label", "int32"), ("png", "binary")),
+}
+
+
+def _arrow_rows(table: str, rows: list[list]):
+    """``rows`` (lists in `ARROW_COLUMNS` order) as a pyarrow Table of those column types; None when empty."""
+    if not rows:
+        return None
+    import pyarrow as pa
+    return pa.table({name: pa.array(col, type=getattr(pa, kind)())
+                     for (name, kind), col in zip(ARROW_COLUMNS[table], zip(*rows))})
+
+
+def metric_row(key: str, seq: int, name: str, m: tuple, options_json: dict[int, str] | None = None) -> list:
+    """One ``metrics`` row (`METRIC_COLUMNS`) from a `ResultStore.write` entry; ``options_json`` memoises the JSON
+    of options objects by identity (within one write: the objects live as long as the call)."""
     if len(m) == 5:
         value, source, version, options, out = m
         if not isinstance(out, Output):
@@ -302,22 +331,30 @@ def metric_row(key: str, seq: int, name: str, m: tuple) -> list:
     else:
         raise TypeError(f"metric {name!r}: expected (value, source, version, options, Output), got {len(m)} items")
     d = (out.higher_is_better, out.label, out.unit, out.fmt) if out is not None else (None, None, None, None)
-    return [key, name, float(value), source, version, json.dumps(options, default=str), *d, seq]
+    if options_json is None:
+        text = json.dumps(options, default=str)
+    elif (text := options_json.get(id(options))) is None:
+        text = options_json[id(options)] = json.dumps(options, default=str)
+    return [key, name, float(value), source, version, text, *d, seq]
 
 
 # What identifies a sweep point; a re-measurement of it (new weights, metric or code version) supersedes the old.
 # A smoke run's cells (``limit``: `bench run --limit N`) are points of their own: they never hide a full cell.
-POINT = ["suite", "model", "dataset", "steps", "cfg", "solver", "seed", "plan", "limit"]
+# A suite that opted into TF32 (``numerics``: "tf32"; None for strict cells) measures points of its own too.
+POINT = ["suite", "model", "dataset", "steps", "cfg", "solver", "seed", "plan", "limit", "numerics"]
 
 
-def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
+def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True, mmhm_bounds=None) -> pd.DataFrame:
     """One row per cell. With ``latest`` (default), only the most recently finished cell of each sweep point:
     cells measured with older weights or code stay in the store (query them with SQL) but not in the table.
     ``limit`` is a smoke run's cap on samples per cell (<NA> for a full cell); MMHM compares smoke cells only with
-    smoke cells of the same cap."""
+    smoke cells of the same cap. ``mmhm_bounds`` (a bounds file's path or a mapping, `bench.composite.
+    as_dataset_bounds`): saved MMHM bounds for the full cells instead of those computed from this store.
+    ``latency_flagged`` (boolean; <NA> without a latency): `bench.latency_rule.flagged` of the stored median, IQR."""
     cells = con.execute("""
         SELECT key, suite, model_id AS model, adapter, family, dataset, steps, cfg, solver, seed, plan, n,
                TRY_CAST(json_extract(config, '$.limit') AS INTEGER) AS "limit",
+               json_extract_string(config, '$.numerics') AS numerics,
                status, error, seconds, finished FROM cells ORDER BY suite, dataset, model_id, steps, cfg, solver
     """).df()
     cells["limit"] = cells["limit"].astype("Int64")
@@ -333,8 +370,10 @@ def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True) -> pd.DataFrame:
             piv = long.pivot_table(index="key", columns=col, values="value", aggfunc="first")
             piv.columns.name = None
             wide = wide.merge(piv, left_on="key", right_index=True, how="left")
-    from bench.composite import add_mmhm
-    return add_mmhm(wide, by=("suite", "dataset", "limit"))
+    from bench.latency_rule import flagged_column
+    wide["latency_flagged"] = flagged_column(wide)       # derived, never stored: IQR/median > FLAG_RATIO
+    from bench.composite import TIDY_BY, add_mmhm, as_dataset_bounds
+    return add_mmhm(wide, by=TIDY_BY, dataset_bounds=as_dataset_bounds(mmhm_bounds))
 
 
 def per_class(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
@@ -348,11 +387,11 @@ def per_class(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
     return df
 
 
-def load(db: str | Path = "results/bench.duckdb", latest: bool = True) -> pd.DataFrame:
+def load(db: str | Path = "results/bench.duckdb", latest: bool = True, mmhm_bounds=None) -> pd.DataFrame:
     """The store as a tidy DataFrame (one row per cell, metric and timing columns, MMHM); ``latest=False`` keeps
     superseded measurements of the same sweep point too."""
     with ResultStore(db, read_only=True) as store:
-        return tidy(store.con, latest=latest)
+        return tidy(store.con, latest=latest, mmhm_bounds=mmhm_bounds)
 
 
 OUTPUT_COLUMNS = ["metric", "higher_is_better", "label", "unit", "fmt", "source", "seq"]

@@ -45,7 +45,7 @@ MUTANTS = (
     Mutant("no dtype autocast", "bench/generation.py",
            'ctx = torch.autocast(device_type, dtype=DTYPES[cell.dtype]) if cell.dtype != "float32" else nullcontext()',
            "ctx = nullcontext()", ("tests/test_recording.py",)),
-    Mutant("latency median -> max", "bench/timing.py", '"median_s": statistics.median(seconds)',
+    Mutant("latency median -> max", "bench/latency_rule.py", '"median_s": statistics.median(seconds)',
            '"median_s": max(seconds)', ("tests/test_recording.py",)),
     Mutant("no fixed-shape padding", "bench/metrics/base.py", "        if n < batch_size:\n",
            "        if False:\n", ("tests/test_metrics_fid_extras.py", "tests/test_determinism.py")),

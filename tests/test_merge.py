@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # a cell finished, and the measured timings (generate/score seconds, batch-1 latency, throughput and their
 # spreads). Everything else must be equal: keys, config, n, status, every metric, counted NFE, MMHM. Run ids are
 # not a bench.load column (a merged store holds the four parts' runs: checked apart).
-MEASURED = ["seconds", "finished", "generate_s", "score_s", "latency_s", "latency_iqr_s", "throughput_ips",
-            "throughput_iqr_s"]
+MEASURED = ["seconds", "finished", "generate_s", "score_s", "latency_s", "latency_iqr_s", "latency_repeats",
+            "latency_flagged", "throughput_ips", "throughput_iqr_s"]
 TABLE_ORDER = {"runs": "run_id", "cells": "key", "metrics": "key, metric", "timings": "key, name",
                "samples": "key, sample_id", "schema_version": "version"}
 

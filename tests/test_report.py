@@ -176,31 +176,39 @@ def test_leaderboard_picks_match_the_hand_worked_fixture(report):
 
 def test_html_leaderboards_mark_disagreement(report):
     lbs = [t for name, t in report.tables.items() if name.startswith("lb")]
-    # per pick: config, MMHM and the five stored ranked metrics, NFE, latency
-    assert len(lbs) == 2 and all(len(r.cells) == 2 + 2 * 9 for t in lbs for r in t)   # one per dataset
-    d1, d2 = lbs
-    assert [r.cells[0].v for r in d1] == ["alpha", EVIL, "real-vs-real"]   # parser unescapes: v is the name
-    alpha = d1[0]
-    assert alpha.cls == "disagree" and alpha.cells[1].text == "differ"
-    assert alpha.cells[2].text == "4 steps, cfg 3" and alpha.cells[11].text == "4 steps, cfg 1"
-    assert alpha.cells[2].title == f"cell key {key_of('d1', 'alpha', 4, 3.0)}"
-    assert [alpha.cells[i].text for i in (3, 4, 12, 13)] == ["0.9835", "12", "0.4718", "10"]   # MMHM, FID
-    assert [r.cells[1].text for r in d2] == ["yes", "yes"] and not any(r.cls for r in d2)
-    floor = d1[2]
-    assert floor.cells[2].text == "–" and "by design" in floor.cells[2].title
-    assert floor.cells[11].text == "(no steps or CFG)" and [floor.cells[i].text for i in (12, 13)] == ["–", "0.5"]
-    assert "by design" in floor.cells[12].title
+    # per dataset two boards: MMHM-best (model, config, MMHM and the five stored ranked metrics, NFE, latency)
+    # and FID-best (the same with FID first, and whether the two picks are the same cell)
+    assert len(lbs) == 4 and [len(t[0].cells) for t in lbs] == [10, 11, 10, 11]
+    d1m, d1f, d2m, d2f = lbs
+    assert [r.cells[0].v for r in d1m] == ["alpha", EVIL, "real-vs-real"]  # parser unescapes: v is the name
+    assert [r.cells[0].v for r in d1f] == ["alpha", EVIL, "real-vs-real"]  # FID 10, 15; the reference last
+    alpha, alpha_f = d1m[0], d1f[0]
+    assert alpha.cells[1].text == "4 steps, cfg 3" and alpha_f.cells[1].text == "4 steps, cfg 1"
+    assert alpha.cells[1].title == f"cell key {key_of('d1', 'alpha', 4, 3.0)}"
+    assert [alpha.cells[i].text for i in (2, 3)] == ["0.9835", "12"]                      # MMHM, FID
+    assert [alpha_f.cells[i].text for i in (2, 3)] == ["10", "0.4718"]                    # FID, MMHM
+    assert alpha_f.cls == "disagree" and alpha_f.cells[-1].text == "differ"
+    assert [r.cells[-1].text for r in d2f] == ["yes", "yes"] and not any(r.cls for r in d2f)
+    floor_m, floor_f = d1m[2], d1f[2]
+    assert floor_m.cells[1].text == "–" and "by design" in floor_m.cells[1].title
+    assert floor_f.cells[1].text == "(no steps or CFG)" and [floor_f.cells[i].text for i in (2, 3)] == ["0.5", "–"]
+    assert "by design" in floor_f.cells[3].title
+
+
+def _md_row(md, pick, model):
+    board = md.split(f"### {pick}-best configuration per model:")[1]
+    line = next(line for line in board.splitlines() if line.startswith(f"| {model} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_markdown_leaderboard(report):
     md = report.md
     assert "## d1" in md and "## d2" in md and "# fx: leaderboards" in md
-    alpha_d1 = next(line for line in md.split("## d2")[0].splitlines() if line.startswith("| alpha |"))
-    cells = [c.strip() for c in alpha_d1.strip("|").split("|")]
-    assert cells[2] == "4 steps, cfg 3" and cells[10] == "4 steps, cfg 1" and cells[-1] == "**NO**"
-    assert cells[3] == "0.9835"                                                 # MMHM, 4 significant digits
-    d2 = md.split("## d2")[1]
-    assert "**NO**" not in d2 and d2.count("| yes |") == 2
+    d1, d2 = md.split("## d2")
+    mm, fid = _md_row(d1, "MMHM", "alpha"), _md_row(d1, "FID", "alpha")
+    assert mm[1:4] == ["4 steps, cfg 3", "8", "**0.9835**"]          # config, NFE, MMHM (4 significant digits)
+    assert fid[1:4] == ["4 steps, cfg 1", "4", "**10**"]
+    assert f"picks are different cells for: alpha, {EVIL_ESCAPED}." in d1 and "different cells for: none." in d2
     assert EVIL not in md and EVIL_ESCAPED in md
     assert WHY in md and "(no pickscore)" in md
     assert "1 failed cell(s)" in md and "CUDA out of memory &lt;at step 2&gt; &amp; more" in md
@@ -216,7 +224,7 @@ def test_every_plot_exists_as_a_valid_png_and_svg(report):
                 assert im.format == "PNG" and im.width > 300 and im.height > 200
             root = ET.parse(svg).getroot()
             assert root.tag.endswith("svg")
-            assert f"src='{png.name}'" in report.html and f"href='{svg.name}'" in report.html
+            assert f"({png.name}, {svg.name})" in report.html              # named under its embedded copy
 
 
 def test_plot_titles_carry_declared_directions(report):
@@ -232,9 +240,9 @@ def test_page_is_self_contained(report):
     html = report.html
     for bad in ("http://", "https://", "//cdn", "<link", "@import", "url(", "<script src", "<iframe"):
         assert bad not in html, bad
-    assert report.srcs, "the page references its plots"
+    assert report.srcs, "the page embeds its plots"
     for ref in report.srcs:
-        assert ref.startswith(("#", "data:image/png;base64,")) or (report.dir / ref).is_file(), ref
+        assert ref.startswith(("#", "data:image/png;base64,")), ref      # one file: no reference to another
     assert html.count("<script>") == 1 and "table.sortable" in html     # the one inline sorting script
 
 
@@ -270,14 +278,13 @@ def test_sweep_rows_trace_to_keys_and_show_missing_as_missing(report):
 
 
 def test_sample_grids_align_sample_ids_and_upscale_nearest(report):
-    strips = re.findall(r"<img class=strip src='data:image/png;base64,([A-Za-z0-9+/=]+)'", report.html)
-    ok_cells = len(SWEEP)
-    assert len(strips) == ok_cells                                        # one strip per ok cell, none for failed
-    assert "#0<br>label 3" in report.html and "#2<br>label 4" in report.html
-    im = Image.open(io.BytesIO(base64.b64decode(strips[0]))).convert("RGB")
-    assert im.size == (3 * 64 + 2 * 2, 64)
-    a = np.asarray(im)
-    tile = a[:, :64]
+    tiles = re.findall(r"<td class=tile data-class='[^']*'><img src='data:image/png;base64,([A-Za-z0-9+/=]+)'",
+                       report.html)
+    assert len(tiles) == 3 * len(SWEEP)                                   # per ok cell a tile per sample, none failed
+    assert "#0<br>class 3" in report.html and "#2<br>class 4" in report.html   # no class names known: the ids
+    im = Image.open(io.BytesIO(base64.b64decode(tiles[0]))).convert("RGB")
+    assert im.size == (64, 64)
+    tile = np.asarray(im)
     assert (tile[:4, :4] == tile[0, 0]).all() and (tile[4:8, 4:8] == tile[0, 0]).all()   # 4x4 blocks, crisp
     assert (tile[0, 0] != tile[0, 4]).any() and tile[0, 4].sum() == 0                     # black neighbour block
     grids = report.html.split("id=grids")[1].split("id=sweep")[0]
@@ -347,24 +354,25 @@ def _legend_texts(fig):
     return [t.get_text() for t in legend.get_texts()]
 
 
-def test_many_models_get_one_legend_entry_per_model(figures):
+def test_many_models_get_small_multiples_with_one_legend_entry_per_setting(figures):
     P = figures.P
     df = _synthetic_frame(25)                                             # 25 models x 3 CFG = 75 series
     for x in ("steps", "cfg"):
         assert isinstance(P.against(df, "d", x, figures.out, SPECS), P.Plot)
     assert isinstance(P.tradeoff(df, "d", figures.out, SPECS), P.Plot)
-    models = [f"m{i:02d}" for i in range(25)]
-    for fig, other in zip(figures.figs, ("CFG", "step count", "step count")):
-        assert _legend_texts(fig) == models
-        assert f"shade: {other}, lighter" in fig.get_suptitle()
-    small = _synthetic_frame(3, cfgs=(1.0, 2.0))                          # 6 series: the detailed legend stays
+    keys = (["cfg 1", "cfg 2", "cfg 3"], ["steps 1", "steps 2", "steps 4"], ["steps=1", "steps=2", "steps=4"])
+    for fig, want, panels in zip(figures.figs, keys, (3 * 25, 3 * 25, 25)):
+        assert _legend_texts(fig) == want                                 # one entry per setting, not per series
+        assert "one panel per model" in fig.get_suptitle()
+        assert len([a for a in fig.axes if a.get_visible()]) == panels   # a panel per model (and metric)
+    small = _synthetic_frame(3, steps=(1, 2), cfgs=(1.0, 2.0))            # 6 series: one panel, every series
     figures.figs.clear()
     P.against(small, "d", "steps", figures.out, SPECS)
     P.tradeoff(small, "d", figures.out, SPECS)
     steps_fig, trade_fig = figures.figs
     assert _legend_texts(steps_fig) == [f"m{i:02d} cfg {c:g}" for i in range(3) for c in (1.0, 2.0)]
-    assert _legend_texts(trade_fig) == [f"m{i:02d} steps={s}" for i in range(3) for s in (1, 2, 4)]
-    assert "shade" not in steps_fig.get_suptitle() and "shade" not in trade_fig.get_suptitle()
+    assert _legend_texts(trade_fig) == [f"m{i:02d} steps={s}" for i in range(3) for s in (1, 2)]
+    assert "one panel" not in steps_fig.get_suptitle() and "one panel" not in trade_fig.get_suptitle()
 
 
 def test_tradeoff_draws_one_arrow_per_finite_consecutive_pair_along_cfg(figures):
@@ -381,9 +389,9 @@ def test_tradeoff_draws_one_arrow_per_finite_consecutive_pair_along_cfg(figures)
             if np.isfinite(a).all() and np.isfinite(b).all():
                 expected.append((*a, *(b - a)))
     assert len(expected) == 3 * 3 * 2 - 5                                # 18 pairs, 5 touch a hole
-    (ax,) = [a for a in fig.axes if a.get_visible()]                     # PickScore absent: one panel
-    quivers = [c for c in ax.collections if isinstance(c, Quiver)]
-    assert len(quivers) == 1                                              # all arrows: one artist
-    q = quivers[0]
-    got = np.column_stack([q.X, q.Y, q.U, q.V])
+    axes = [a for a in fig.axes if a.get_visible()]                      # PickScore absent: a panel per model
+    assert len(axes) == 3
+    quivers = [[c for c in ax.collections if isinstance(c, Quiver)] for ax in axes]
+    assert all(len(q) == 1 for q in quivers)                              # each panel's arrows: one artist
+    got = np.concatenate([np.column_stack([q.X, q.Y, q.U, q.V]) for (q,) in quivers])
     np.testing.assert_allclose(got[np.lexsort(got.T[::-1])], np.array(sorted(expected)))

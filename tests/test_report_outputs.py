@@ -92,14 +92,16 @@ def test_html_markdown_and_plots_show_every_ranked_metric(child):
     boards = html.split("id=leaderboards")[1].split("id=mmhm")[0]
     assert ">My Metric ↑</th>" in boards and ">FD-DINOv2 ↓</th>" in boards
     md = (d / "leaderboard.md").read_text(encoding="utf-8")
-    assert "mmhm-best My Metric ↑" in md and "fid-best FD-DINOv2 ↓" in md
+    for pick in ("MMHM", "FID"):                                          # each pick's tables name them all
+        board = md.split(f"### {pick}-best configuration per model: d")[1].split("###")[0]
+        assert "| My Metric ↑ |" in board and "| FD-DINOv2 ↓ |" in board, pick
     for kind in ("steps", "cfg"):                                         # one panel per ranked metric
         svg = (d / f"{kind}-d.svg").read_text(encoding="utf-8")
         for title in ("My Metric (higher is better)", "FD-DINOv2 (lower is better)", "Precision (higher is better)",
                       "Recall (higher is better)", "MMHM (higher is better)"):
             assert title in svg, (kind, title)
         assert "My Metric std" not in svg
-        assert f"src='{kind}-d.png'" in html and (d / f"{kind}-d.png").is_file()
+        assert f"({kind}-d.png, {kind}-d.svg)" in html and (d / f"{kind}-d.png").is_file()
     assert "My Metric ↑" in (d / "correlation-d.svg").read_text(encoding="utf-8")
 
 

@@ -142,7 +142,8 @@ def test_bulk_throughput_mode_adds_no_generation_at_suite_batch_size(tmp_path, t
     orig = ToyFlow.generate
     monkeypatch.setattr(ToyFlow, "generate", lambda self, y, i, s: sizes.append(len(y)) or orig(self, y, i, s))
     text = toy_suite_text(steps="[2]", cfg="[1.0]").replace(
-        "timing: {warmup: 0, repeats: 2, throughput_repeats: 1}", "timing: {warmup: 0, repeats: 2, throughput: bulk}")
+        "timing: {warmup: 0, repeats: 2, throughput_repeats: 1}",
+        "timing: {warmup: 0, repeats: 2, throughput: bulk, iqr_target: null}")   # the fixed rule: 2 calls
     Runner(_suite(text), db=tmp_path / "b.duckdb", progress=False).run()
     assert sizes == [16, 16, 8, 1, 1], "bulk batches, then only the two batch-1 latency calls"
     df = bench.load(tmp_path / "b.duckdb")
@@ -183,7 +184,7 @@ def test_batch1_latency_is_measured_once_per_setting_unless_asked_per_cell(tmp_p
                         lambda self, y, i, s: calls.append((len(y), s.steps)) or orig(self, y, i, s))
     text = toy_suite_text(steps="[1, 2]", cfg="[1.0]").replace(
         "timing: {warmup: 0, repeats: 2, throughput_repeats: 1}",
-        f"timing: {{warmup: 0, repeats: 2, throughput: bulk, latency: {mode}}}").replace(
+        f"timing: {{warmup: 0, repeats: 2, throughput: bulk, latency: {mode}, iqr_target: null}}").replace(
         "  - id: mini-val\n    options: {size: 60}",
         "  - id: mini-val\n    options: {size: 60}\n  - id: mini-v2\n    options: {size: 60}")
     Runner(_suite(text), db=tmp_path / "b.duckdb", progress=False).run()

@@ -78,7 +78,10 @@ def positive_int(v: str) -> int:
     return int(v)
 
 
-def frame(args):
+def frame(args, mmhm_bounds=None):
+    """The tidy frame of ``args.db`` filtered by ``--suite`` / ``--dataset``. ``mmhm_bounds`` (``{dataset or "*":
+    bounds}``): saved MMHM bounds applied to the selected full cells (a dataset filtered out needs none);
+    ValueError naming a selected dataset they do not cover."""
     from bench.report.source import snapshot
     from bench.store import load
     with snapshot(args.db) as db:         # readable even while a `bench run` holds the store
@@ -92,5 +95,8 @@ def frame(args):
         df = df[df["suite"] == name]
     if getattr(args, "dataset", None):
         df = df[df["dataset"] == args.dataset]
+    if mmhm_bounds is not None:           # comparison sets are whole (suite, dataset, cap) groups: filters keep them
+        from bench.composite import TIDY_BY, add_mmhm
+        df = add_mmhm(df, by=TIDY_BY, dataset_bounds=mmhm_bounds)
     return df
 

@@ -25,12 +25,44 @@ def cmd_ls(args) -> int:
 SHOW_COLUMNS = ["model", "dataset", "steps", "cfg", "solver", "n", "*", "nfe", "latency_s", "status"]
 
 
+def _bounds_frame(args):
+    """(frame, saved bounds or None) for `bench show` / `bench report`: reads
+    ``--mmhm-bounds`` and applies it, then writes ``--save-mmhm-bounds``; ValueError, one line naming the file."""
+    from bench import composite
+    applied = composite.read_bounds_file(args.mmhm_bounds) if args.mmhm_bounds else None
+    try:
+        df = frame(args, mmhm_bounds=applied)
+    except ValueError as e:
+        if applied is None:
+            raise
+        raise ValueError(f"{args.mmhm_bounds}: {e}") from None
+    if args.save_mmhm_bounds:
+        save = args.save_mmhm_bounds
+        try:
+            used = composite.bounds_used(df, applied)
+        except ValueError as e:
+            raise ValueError(f"--save-mmhm-bounds {save}: {e}") from None
+        if not used:
+            raise ValueError(f"--save-mmhm-bounds {save}: no full cell has all four MMHM inputs, no bounds to save")
+        n = int((composite.eligible(df) & composite.is_full(df)).sum())
+        source = f"reused from {args.mmhm_bounds}" if applied else f"computed from {n} ok cells of {args.shown_db}"
+        try:
+            composite.write_bounds_file(used, save, source)
+        except OSError as e:
+            raise ValueError(f"--save-mmhm-bounds {save}: cannot write ({e.strerror or e})") from None
+        print(f"wrote MMHM bounds of {len(used)} dataset(s) ({source}) to {save}", file=sys.stderr)
+    return df, applied
+
+
 def cmd_show(args) -> int:
     import pandas as pd
 
     from bench.report.directions import from_store
     from bench.report.source import snapshot
-    df = frame(args)
+    try:
+        df, _ = _bounds_frame(argparse.Namespace(**{**vars(args), "shown_db": args.db}))
+    except ValueError as e:
+        return err(str(e))
     if df.empty:
         print("(no matching cells)")
         return 0
@@ -85,11 +117,20 @@ def cmd_report(args) -> int:
     from bench.report import snapshot, write_report
     # read-only; while a `bench run` holds the store's lock, a copy of it taken now
     with snapshot(args.db, notify=lambda msg: print(f"note: {msg}", file=sys.stderr)) as db:
-        df = frame(argparse.Namespace(**{**vars(args), "db": str(db)}))
+        try:
+            df, applied = _bounds_frame(argparse.Namespace(**{**vars(args), "db": str(db), "shown_db": args.db}))
+        except ValueError as e:
+            return err(str(e))
         if df.empty:
             return err(f"{args.db}: no cells for suite {args.suite!r}" if args.suite
                         else f"{args.db}: no cells stored")
-        paths = write_report(df, args.out, db=db, shown_db=str(args.db))
+        # the page shows the bounds its MMHM used (bench.report.mmhm_view.note_html)
+        extra = {"mmhm_bounds": applied, "mmhm_source": args.mmhm_bounds} if applied is not None else {}
+        # dataset/model order and natural CFG: from --suite's file, else from the suite file each run recorded
+        if args.suite and Path(args.suite).is_file():
+            from bench.report.context import context_for
+            extra["context"] = context_for(args.suite, df)
+        paths = write_report(df, args.out, db=db, shown_db=str(args.db), **extra)
     figures = [p for p in paths if p.suffix in (".png", ".svg")]
     for p in paths:
         if p not in figures:
@@ -121,5 +162,11 @@ def add(sub) -> None:
             p.add_argument("--out", default=None, help="output file (default: export.<format> beside --db)")
         if name == "report":
             p.add_argument("--out", default="reports", help="folder the report is written under (<out>/<suite>/)")
+        if name in ("show", "report"):
+            p.add_argument("--mmhm-bounds", default=None, metavar="FILE",
+                           help="compute MMHM of full cells with these saved bounds (a --save-mmhm-bounds file, "
+                                "or the paper's JSON) instead of bounds from this store's cells")
+            p.add_argument("--save-mmhm-bounds", default=None, metavar="FILE",
+                           help="write the MMHM bounds used, per dataset, to FILE (JSON, full precision)")
         p.set_defaults(fn=fn)
 

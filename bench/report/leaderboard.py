@@ -107,11 +107,13 @@ def smoke_label(limit) -> str:
 SMOKE_WHY = "each cell was scored on its first few samples to check the suite end to end: not results"
 
 
-def boards(sdf: pd.DataFrame):
+def boards(sdf: pd.DataFrame, order: list[str] | None = None):
     """(dataset, smoke cap or None, rows) of each leaderboard: per dataset its full cells, then each smoke run's
-    cap apart, so a smoke cell is never ranked against a full one."""
+    cap apart, so a smoke cell is never ranked against a full one. Datasets in ``order`` (the suite's,
+    `bench.report.context`), any others after them by name."""
     limits = sdf["limit"] if "limit" in sdf.columns else pd.Series(pd.NA, index=sdf.index)
-    for dataset, g in sdf.groupby("dataset", sort=True):
+    rank = {d: i for i, d in enumerate(order or [])}
+    for dataset, g in sorted(sdf.groupby("dataset", sort=True), key=lambda kv: rank.get(kv[0], len(rank))):
         lim = limits.loc[g.index]
         caps = sorted({int(v) for v in lim.dropna()})
         for cap in ([None] if lim.isna().any() else []) + caps:
@@ -161,44 +163,121 @@ def board_view(lb: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return v
 
 
-def md_columns(metrics: list[str]) -> list[str]:
-    """The Markdown leaderboard's columns: per tag its config, its own pick metric first, the other metrics
-    (no cost columns), its key."""
-    cols = ["model", "family"]
-    for tag, col in PICKS:
-        cols += [f"{tag} config", f"{tag} {col}", *(f"{tag} {m}" for m in metrics if m != col), f"{tag} key"]
-    return cols + ["picks agree"]
+def pick_order(pk: pd.DataFrame, tag: str, col: str, specs: Specs) -> list[int]:
+    """Row order of a pick's board: the leaderboard's for the MMHM-best board; for the other, best value of its
+    own pick column first (stable, missing last), real-vs-real rows (reference lines) after the models."""
+    if tag == TAGS[0] or col not in pk.columns:
+        return list(range(len(pk)))
+    values = pd.to_numeric(pk[col], errors="coerce").reset_index(drop=True)
+    order = list(values.sort_values(ascending=not _up(specs, col), na_position="last", kind="stable").index)
+    real = set(reference_rows(pk))
+    return [i for i in order if i not in real] + [i for i in order if i in real]
 
 
-def _md_header(col: str, specs: Specs) -> str:
-    """'mmhm-best fid' -> 'mmhm-best FID ↓': display name and declared direction of a metric column."""
-    tag, _, c = col.rpartition(" ")
-    return f"{tag} {specs.label(c)} {specs.arrow(c)}".strip() if c in specs else col
+def reference_rows(pk: pd.DataFrame) -> list[int]:
+    """Positions of real-vs-real rows (family 'real') in a frame of picked cells."""
+    fam = pk["family"].reset_index(drop=True) if "family" in pk.columns else pd.Series(dtype=object)
+    return [i for i, f in fam.items() if f == "real"]
 
 
-def agree_text(v) -> str:
-    if is_missing(v):
-        return "–"
-    return "yes" if v else "**NO**"
+def flagged(r: pd.Series) -> bool:
+    """Whether a cell's latency is flagged as noisy (tidy's ``latency_flagged``; absent or missing: no)."""
+    v = r.get("latency_flagged")
+    return not is_missing(v) and bool(v)
 
 
-def markdown(sdf: pd.DataFrame, suite: str, specs: Specs) -> str:
-    """A suite's leaderboards, one section per dataset, with MMHM gaps and failed cells explained."""
-    parts = [f"# {html.escape(str(suite))}: leaderboards\n",
-             "Each model's best configuration by MMHM next to its FID-best one (ok cells; MMHM per dataset). "
-             "`picks agree` is **NO** where the two picks are different cells. Missing values are `–`. "
-             "Real-vs-real rows are each metric's floor and get no MMHM by design.\n"]
-    for dataset, cap, g in boards(sdf):
-        metrics = board_metrics(g, specs)
-        view = board_view(leaderboard(g, specs), metrics)
-        view["picks agree"] = view["picks agree"].map(agree_text)
+MD_WIDTH = 10                              # at most this many columns in a Markdown table
+
+
+def md_tables(metrics: list[str], col: str) -> list[list[str]]:
+    """A pick's Markdown tables as column lists (each at most `MD_WIDTH` wide, model first): config, NFE, the
+    pick's own metric, MMHM and its inputs, latency; then the other ranked metrics, as many tables as needed."""
+    first = [col, *(m for m in metrics if m != col and (m == composite.NAME or m in MMHM_COLUMNS))]
+    rest = [m for m in metrics if m not in first]
+    tables = [["model", "config", "nfe", *first, "latency_s"]]
+    per = MD_WIDTH - 2
+    tables += [["model", "config", *rest[i:i + per]] for i in range(0, len(rest), per)]
+    return tables
+
+
+def _md_label(c: str, specs: Specs) -> str:
+    return {"nfe": "NFE", "latency_s": "latency s", "config": "config", "model": "model"}.get(
+        c, f"{specs.label(c)} {specs.arrow(c)}".strip())
+
+
+def _md_board(g: pd.DataFrame, lb: pd.DataFrame, tag: str, col: str, specs: Specs, metrics: list[str]) -> list[str]:
+    """One pick's tables: the picked cells' values, ``≈`` where a stored interval overlaps the best value's,
+    bold the best, ``⚠`` on a latency flagged as noisy."""
+    from bench.report.ties import intervals, mark_ties, picked
+    pk = picked(g, lb[f"{tag} key"])
+    view = pd.DataFrame({"model": lb["model"], "config": [_config(r, tag) for _, r in lb.iterrows()]})
+    ivs = intervals(pk, metrics)
+    order = pick_order(pk, tag, col, specs)
+    out = []
+    for cols in md_tables(metrics, col):
+        lines = ["| " + " | ".join(_md_label(c, specs) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        marks = {c: mark_ties(pk, c, ivs.get(c), specs) for c in cols if c in metrics}
+        for i in order:
+            cells = []
+            for c in cols:
+                if c in view.columns:
+                    cells.append(md_cell(view[c].iloc[i]))
+                    continue
+                v = pk[c].iloc[i] if c in pk.columns else None
+                text = md_cell(v, specs.get(c))
+                mark = marks[c].iloc[i] if c in marks else ""
+                if mark == "best":
+                    text = f"**{text}**"
+                elif mark == "tie":
+                    text += " ≈"
+                if c == "latency_s" and flagged(pk.iloc[i]):
+                    text += " ⚠"
+                cells.append(text)
+            lines.append("| " + " | ".join(cells) + " |")
+        out += lines + [""]
+    return out
+
+
+MD_MARKS = ("**bold**: the best in its column; ≈: its stored interval (bootstrap CI or ± std) overlaps the best "
+            "value's, a tie; ⚠: a batch-1 latency whose repeats disagree (IQR/median above the threshold of "
+            "`bench.latency_rule`), not trusted.")
+
+
+def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None, bounds_source: str | None = None
+             ) -> str:
+    """A suite's report in Markdown: the headline, then per dataset (in ``ctx``'s order) the matched-settings and
+    budget tables, the MMHM bounds with their stability, and each model's MMHM-best and FID-best cells, with
+    MMHM gaps and failed cells explained. ``applied``/``bounds_source``: saved MMHM bounds and their file."""
+    from bench.report.context import context_for
+    from bench.report.fair import fair_markdown, headline_markdown
+    from bench.report.mmhm_view import note_markdown
+    ctx = ctx or context_for(None, sdf)
+    parts = [f"# {html.escape(str(suite))}: leaderboards\n", headline_markdown(sdf, specs, ctx), "",
+             "Per dataset: models at the same settings and at the same NFE budgets first, then each model's best "
+             "configuration by MMHM and by FID over any setting (ok cells; MMHM per dataset). Missing values are "
+             "`–`. Real-vs-real rows are each metric's reference line and get no MMHM by design. " + MD_MARKS + "\n"]
+    seen: set = set()
+    for dataset, cap, g in boards(sdf, ctx.dataset_order):
         parts.append(f"\n## {html.escape(str(dataset))}" + (f" — {smoke_label(cap)}" if cap else "") + "\n")
         if cap:
             parts.append(f"**{smoke_label(cap).capitalize()}**: {SMOKE_WHY}.\n")
-        cols = md_columns(metrics)
-        fmts = [specs.get(c.rpartition(" ")[2]) for c in cols]
-        parts += [markdown_table(view, cols, [_md_header(c, specs) for c in cols], fmts) if len(view)
-                  else "No ok cells: nothing to rank.", ""]
+        if dataset not in seen:
+            seen.add(dataset)
+            parts.append(fair_markdown(g, dataset, specs, ctx))
+        note = note_markdown(g, applied, bounds_source)
+        if note:
+            parts.append(note)
+        lb = leaderboard(g, specs)
+        if lb.empty:
+            parts += ["No ok cells: nothing to rank.", ""]
+        metrics = board_metrics(g, specs)
+        for tag, col in PICKS if not lb.empty else ():
+            parts.append(f"### {specs.label(col)}-best configuration per model: {html.escape(str(dataset))}\n")
+            parts += _md_board(g, lb, tag, col, specs, metrics)
+        if not lb.empty:
+            differ = [md_cell(m) for m, a in zip(lb["model"], lb["picks agree"]) if a is False]
+            parts.append("MMHM-best and FID-best picks are different cells for: " + (", ".join(differ) or "none")
+                         + ".\n")
         lack = lacking_mmhm(g)
         if not lack.empty:
             parts.append(f"{MMHM_WHY}; {len(lack)} ok cell(s) lack one and have no MMHM: " + "; ".join(
@@ -207,6 +286,6 @@ def markdown(sdf: pd.DataFrame, suite: str, specs: Specs) -> str:
         failed = g[g["status"] != "ok"]
         if not failed.empty:
             parts.append(f"{len(failed)} failed cell(s), not ranked: " + "; ".join(
-                f"{md_cell(r['model'])} steps={fmt(r['steps'])} cfg={fmt(r['cfg'])} "
-                f"[{str(r['key'])[:12]}]: {md_cell(r['error'])}" for _, r in failed.iterrows()) + "\n")
+                f"{md_cell(r['model'])} steps={fmt(r['steps'])} cfg={fmt(r['cfg'])}: {md_cell(r['error'])}"
+                for _, r in failed.iterrows()) + "\n")
     return "\n".join(parts) + "\n"

@@ -1,16 +1,19 @@
 """The report's figures (matplotlib, Agg canvas, no pyplot state), each saved as PNG and SVG.
 
-Per dataset: every ranked metric in the store against steps (log2 axis, one line per model and CFG) and
-against CFG (one line per model and step count); MMHM's fidelity input (FID) against its text-alignment inputs
-(CLIP Score, PickScore) with arrows along increasing CFG; MMHM and FID against batch-1 latency with the Pareto
-front; and the rank-correlation heatmap of every ranked metric. Which metrics, their titles and directions come
-from a `bench.report.directions.Specs` read from the store (the metrics' own declarations, stored with their
-values); the composite's inputs from `bench.composite`. Missing values break a line; nothing is interpolated
-or averaged. matplotlib is imported inside the functions only.
+Per dataset: every ranked metric in the store against steps and against counted NFE (log2 axes, one line per
+model and CFG) and against CFG (one line per model and step count); MMHM's fidelity input (FID) against its
+text-alignment inputs (CLIP Score, PickScore) with arrows along increasing CFG; MMHM and FID against batch-1
+latency with the Pareto front (`bench.report.plots_latency`); and the rank-correlation heatmap of every ranked
+metric, oriented so that higher is better. Which metrics, their titles and directions come from a
+`bench.report.directions.Specs` read from the store; the composite's inputs from `bench.composite`.
 
-Cost stays linear in the cells: each axes draws its lines, markers and arrows as a few collections (not one
-artist per line or arrow), and a figure with more than MAX_LEGEND series lists models only (shade tells a
-model's series apart, as the title says) instead of a legend entry per series.
+Invariants: missing values break a line, nothing is interpolated or averaged; the family "real"
+(real-vs-real) is never a series: it is drawn as a dotted reference line named "real-vs-real" (a reference,
+not a bound, whichever the metric's direction); a panel never holds more than MAX_SERIES series: past that the
+figure becomes small multiples, one column of panels per model, colour telling the model's series apart the
+same way in every panel; every metric with a stored interval (`bench.report.intervals.interval`) gets a bar
+per point; a cell whose latency is flagged noisy (``latency_flagged``) is never a Pareto point. Figure plumbing
+lives in `bench.report.plots_style`; matplotlib is imported inside the functions only.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ import numpy as np
 import pandas as pd
 
 from bench import composite
+from bench.report import plots_style as S
 from bench.report.directions import Specs
+from bench.report.intervals import interval
+from bench.report.plots_latency import latency, pareto_mask  # noqa: F401  (part of this module's interface)
 from bench.report.sanitize import file_name
 
 DIMS = ("steps", "cfg", "solver", "seed")
-FLOOR = "real"          # the family drawn as each metric's floor, not as a line
-MAX_LEGEND = 20         # more series than this: the legend names models only and shade tells their series apart
+REAL = "real"           # the family drawn as each metric's real-vs-real reference line, not as a series
+REFERENCE = "real-vs-real"
+MAX_SERIES = 6          # more series than this in one panel: small multiples, one column per model
+LOG2 = ("steps", "nfe")  # x axes drawn on a log2 scale
+INTERVALS = "bars: the stored interval (bootstrap CI where stored, else ± one std)"
+tex_safe = S.tex_safe
 
 
 @dataclass
@@ -40,17 +50,21 @@ class Plot:
     caption: str
 
 
+@dataclass
+class _Series:
+    model: str
+    key: tuple          # the values of the dims telling the model's lines apart
+    text: str           # those dims as text, e.g. "cfg 1.5" ("" when the model has one line)
+    sub: pd.DataFrame   # its cells, sorted by the x axis
+
+    @property
+    def label(self) -> str:
+        return f"{tex_safe(self.model)} {self.text}".strip()
+
+
 def slug(name: str) -> str:
     """A name (suite, dataset id) as a file or folder name: `bench.report.sanitize.file_name`."""
     return file_name(name)
-
-
-def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _save(fig, out: Path, name: str) -> tuple[Path, Path]:
@@ -64,29 +78,15 @@ def _save(fig, out: Path, name: str) -> tuple[Path, Path]:
     return png, svg
 
 
-def _colors(models: list[str]) -> dict[str, tuple]:
-    import matplotlib
-    cmap = matplotlib.colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(models)}
-
-
-def _shade(color, i: int, n: int):
-    """The model's colour, lighter for earlier members of a series (i of n), darkest last."""
-    if n <= 1:
-        return color
-    t = 0.55 * (1 - i / (n - 1))
-    return tuple(c + (1 - c) * t for c in color[:3]) + (1.0,)
-
-
 def _runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Ok cells that are plotted as model lines (not the real-vs-real floor)."""
+    """Ok cells that are plotted as model series (not the real-vs-real reference)."""
     ok = df[df["status"] == "ok"]
-    return ok[ok["family"] != FLOOR] if "family" in ok.columns else ok
+    return ok[ok["family"] != REAL] if "family" in ok.columns else ok
 
 
-def _floors(df: pd.DataFrame) -> pd.DataFrame:
+def _reals(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[df["status"] == "ok"]
-    return ok[ok["family"] == FLOOR] if "family" in ok.columns else ok.iloc[0:0]
+    return ok[ok["family"] == REAL] if "family" in ok.columns else ok.iloc[0:0]
 
 
 def _metrics(df: pd.DataFrame, specs: Specs) -> list[str]:
@@ -94,262 +94,206 @@ def _metrics(df: pd.DataFrame, specs: Specs) -> list[str]:
     return [m for m in specs.ranked(df) if df[m].notna().any()]
 
 
-def _varying(g: pd.DataFrame, skip: str) -> list[str]:
-    """The config columns that tell a model's lines apart: the other sweep axis always, solver and seed if varied."""
-    other = "cfg" if skip == "steps" else "steps"
-    return [d for d in DIMS if d != skip and d in g.columns and (d == other or g[d].nunique(dropna=False) > 1)]
+def _lo(m: str) -> str:
+    return f"\x00lo {m}"
 
 
-def tex_safe(text) -> str:
-    """Text for matplotlib: a '$' in a stored name must not switch on mathtext."""
-    return str(text).replace("$", r"\$")
+def _hi(m: str) -> str:
+    return f"\x00hi {m}"
 
 
-def _label(model: str, key: tuple, dims: list[str]) -> str:
-    parts = [tex_safe(model)]
-    for d, v in zip(dims, key):
-        parts.append(f"{d} {v:g}" if isinstance(v, float) else f"{d} {v}")
-    return " ".join(parts)
+def _with_intervals(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, bool]:
+    """``runs`` with each metric's interval bounds as two hidden columns (NaN where none is stored), and
+    whether any metric has one."""
+    runs, any_iv = runs.copy(), False
+    for m in metrics:
+        iv = interval(runs, m)
+        lo, hi = (np.nan, np.nan) if iv is None else (iv[0].to_numpy(float), iv[1].to_numpy(float))
+        runs[_lo(m)], runs[_hi(m)] = lo, hi
+        any_iv = any_iv or (iv is not None and bool(np.isfinite(lo).any()))
+    return runs, any_iv
 
 
-def _series(runs: pd.DataFrame, x: str) -> list[tuple]:
-    """(model, label, colour, model colour, frame sorted by x) for each line: cells of one model differing only in x."""
-    models = sorted(runs["model"].unique())
-    colors = _colors(models)
+def _varying(g: pd.DataFrame, x: str) -> list[str]:
+    """The config columns that tell a model's lines apart: the other sweep axis always (CFG for steps and NFE,
+    steps for CFG), solver and seed if varied."""
+    along = {"steps", "nfe"} if x in LOG2 else {x}
+    other = "steps" if x == "cfg" else "cfg"
+    return [d for d in DIMS if d not in along and d in g.columns and (d == other or g[d].nunique(dropna=False) > 1)]
+
+
+def _text(key: tuple, dims: list[str]) -> str:
+    return " ".join(f"{d} {v:g}" if isinstance(v, float) else f"{d} {tex_safe(v)}" for d, v in zip(dims, key))
+
+
+def _series(runs: pd.DataFrame, x: str) -> list[_Series]:
+    """One series per model and value of its varying dims (`_varying`), models sorted, cells sorted by ``x``."""
     out = []
     for model, g in runs[runs[x].notna()].groupby("model", sort=True):
         dims = _varying(g, x)
         groups = list(g.groupby(dims, dropna=False, sort=True)) if dims else [((), g)]
-        for i, (key, sub) in enumerate(groups):
+        for key, sub in groups:
             key = key if isinstance(key, tuple) else (key,)
-            out.append((model, _label(model, key, dims), _shade(colors[model], i, len(groups)), colors[model],
-                        sub.sort_values(x)))
+            out.append(_Series(str(model), key, _text(key, dims), sub.sort_values(x)))
     return out
 
 
-def _entries(series: list[tuple], marker_only: bool = False) -> tuple[list, list[str], bool]:
-    """Legend handles and labels for the series: one per series when at most MAX_LEGEND, else one per model in
-    its colour (compact: the shade then tells the series of a model apart, as the caption says)."""
-    from matplotlib.lines import Line2D
-    style = dict(ls="none", marker="o", ms=18 ** 0.5) if marker_only else dict(marker="o", ms=3.5, lw=1.4)
-    compact = len(series) > MAX_LEGEND
-    if compact:
-        picked = list({model: (tex_safe(model), base) for model, _lab, _c, base, _sub in series}.values())
-    else:
-        picked = [(lab.replace("steps ", "steps=") if marker_only else lab, c) for _m, lab, c, _b, _s in series]
-    return [Line2D([], [], color=c, **style) for _lab, c in picked], [lab for lab, _c in picked], compact
+def _order(v) -> tuple:
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
 
 
-def _values(series: list[tuple], cols: list[str]) -> list[tuple]:
-    """(colour, the series' ``cols`` as a float array) for each series, converted once per figure."""
-    return [(color, sub[cols].astype(float).to_numpy()) for _model, _lab, color, _base, sub in series]
+def _paint(series: list[_Series], facet: bool) -> list[tuple]:
+    """(colour, line style) per series: each its own palette entry in one panel, or (``facet``) one entry per
+    dims text, the same in every model's panel."""
+    if not facet:
+        return [(S.color(i), S.style(i)) for i in range(len(series))]
+    texts = sorted({s.text: s.key for s in series}.items(), key=lambda kv: tuple(map(_order, kv[1])))
+    index = {t: i for i, (t, _k) in enumerate(texts)}
+    return [(S.color(index[s.text]), S.style(index[s.text])) for s in series]
 
 
-def _draw_lines(ax, values: list[tuple], y: int) -> None:
-    """All series of one axes (column 0 against column ``y`` of ``values``) as one line collection, broken at
-    missing values, and one marker collection."""
-    from matplotlib.collections import LineCollection
-    segs, seg_colors, pts, pt_colors = [], [], [], []
-    for color, v in values:
-        xy = v[:, [0, y]]
-        ok = np.isfinite(xy).all(axis=1)
-        if not ok.any():
-            continue
-        pts.append(xy[ok])
-        pt_colors += [color] * int(ok.sum())
-        edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(np.int8), 0]))        # starts and ends of finite runs
-        for a, b in zip(edges[::2], edges[1::2]):
-            if b - a > 1:
-                segs.append(xy[a:b])
-                seg_colors.append(color)
-    if segs:
-        ax.add_collection(LineCollection(segs, colors=seg_colors, linewidths=1.4, zorder=2), autolim=True)
-    if pts:
-        p = np.concatenate(pts)
-        ax.scatter(p[:, 0], p[:, 1], s=3.5 ** 2, c=pt_colors, linewidths=1.0, edgecolors="face", zorder=2.01)
+def _entries(series: list[_Series], paint: list[tuple], facet: bool, marker_only: bool = False):
+    """Legend handles and labels: one per series, or (``facet``) one per dims text."""
+    seen: dict[str, tuple] = {}
+    for s, (c, ls) in zip(series, paint):
+        seen.setdefault(s.text if facet else s.label, (c, ls))
+    names = list(seen)
+    if facet:
+        names.sort(key=lambda t: next(tuple(map(_order, s.key)) for s in series if s.text == t))
+    handles = [S.line_handle(seen[n][0], seen[n][1], marker_only) for n in names]
+    return handles, [n.replace("steps ", "steps=") if marker_only else n for n in names]
 
 
-def _floor_lines(ax, floors: pd.DataFrame, metric: str) -> None:
-    vals = floors[metric].dropna() if metric in floors.columns else []
+def _reference(ax, reals: pd.DataFrame, metric: str) -> None:
+    """Each real-vs-real value of ``metric`` as a dotted line, labelled once."""
+    vals = reals[metric].dropna().astype(float) if metric in reals.columns else []
     for j, v in enumerate(vals):
-        ax.axhline(v, color="0.45", ls=":", lw=1.2, label="real-vs-real (floor)" if j == 0 else None)
+        ax.axhline(v, color="0.4", ls=":", lw=1.3, zorder=1.5, label=REFERENCE if j == 0 else None)
 
 
-def _legend(fig, axes, first: tuple[list, list[str]] = ((), ())) -> None:
-    """One legend beside the axes: ``first`` (the series' entries), then each labelled artist once."""
-    handles, labels = dict(zip(first[1], first[0])), list(first[1])
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in handles:
-                handles[lab] = h
-                labels.append(lab)
-    if labels:
-        fig.legend([handles[k] for k in labels], labels, loc="outside right upper", fontsize=7, frameon=False)
-
-
-def _grid(n: int, w: float = 4.2, h: float = 3.1, ncols: int = 3):
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig = _figure(w * ncols + 2.2, h * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
+def _panels(rows: list[str], series: list[_Series], facet: bool, share_x: str = "all", **kw):
+    """(fig, {(row, model or None): axes}, top, left): a grid of ``rows`` (every series in each), or small
+    multiples of rows x models."""
+    if facet:
+        models = list(dict.fromkeys(s.model for s in series))
+        return S.facets(rows, models, share_x=share_x, **kw)
+    fig, axes = S.grid(len(rows), **({} if share_x == "all" else dict(w=5.0, h=4.2, ncols=len(rows))))
+    panels = {(r, None): ax for r, ax in zip(rows, axes)}
+    return fig, panels, set(panels), set(panels)
 
 
 def against(df: pd.DataFrame, dataset: str, x: str, out: Path, specs: Specs) -> Plot | str:
-    """Each metric against ``x`` ("steps" on a log2 axis, or "cfg"), one line per model and other config."""
-    runs, floors, metrics = _runs(df), _floors(df), _metrics(df, specs)
-    if runs.empty or not metrics or runs[x].notna().sum() == 0:
+    """Each metric against ``x`` ("steps" or "nfe" on a log2 axis, or "cfg"), one line per model and other
+    config; small multiples per model past MAX_SERIES lines."""
+    runs, reals, metrics = _runs(df), _reals(df), _metrics(df, specs)
+    if runs.empty or not metrics or x not in runs.columns or runs[x].notna().sum() == 0:
         return f"{x}: no ok cells with {x} and a metric"
-    fig, axes = _grid(len(metrics))
+    runs, any_iv = _with_intervals(runs, metrics)
     series = _series(runs, x)
-    values = _values(series, [x, *metrics])
-    ticks = sorted(runs[x].dropna().astype(float).unique())
-    for i, (ax, m) in enumerate(zip(axes, metrics)):
-        _draw_lines(ax, values, i + 1)
-        _floor_lines(ax, floors, m)
-        ax.set_title(tex_safe(specs.title(m)), fontsize=10)
-        ax.set_xlabel(specs.label(x))
-        if x == "steps":
-            ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
+    facet = len(series) > MAX_SERIES
+    paint = _paint(series, facet)
+    fig, panels, top, left = _panels(metrics, series, facet)
+    ticks = runs[x].dropna().astype(float).unique()
+    for (m, model), ax in panels.items():
+        mine = [(s, p) for s, p in zip(series, paint) if model is None or s.model == model]
+        S.draw_lines(ax, [(c, ls, s.sub[[x, m]].to_numpy(float)) for s, (c, ls) in mine])
+        S.draw_bars(ax, [(c, s.sub[x].to_numpy(float), s.sub[_lo(m)].to_numpy(float),
+                          s.sub[_hi(m)].to_numpy(float)) for s, (c, _ls) in mine])
+        _reference(ax, reals, m)
+        if model is None:
+            ax.set_title(tex_safe(specs.title(m)), fontsize=10)
+        else:
+            if (m, model) in top:
+                ax.set_title(tex_safe(model), fontsize=11, fontweight="bold")
+            if (m, model) in left:
+                ax.set_ylabel(tex_safe(specs.title(m)), fontsize=S.LEGEND_PT)
+        ax.set_xlabel(specs.label(x) if model is None or m == metrics[-1] else "")
+        S.value_ticks(ax, ticks, log=x in LOG2)
         ax.grid(alpha=0.3)
-    other = "CFG" if x == "steps" else "step count"
-    handles, labels, compact = _entries(series)
-    shade = f"; shade: {other}, lighter = smaller" if compact else ""
-    fig.suptitle(f"{tex_safe(dataset)}: metrics against {specs.label(x)} (one line per model and {other}{shade})",
-                 fontsize=11)
-    _legend(fig, axes, (handles, labels))
+    if facet:
+        S.same_limits(panels)
+    other = "CFG" if x in LOG2 else "step count"
+    layout = f"one panel per model and metric, one line per {other}" if facet else f"one line per model and {other}"
+    S.suptitle(fig, f"{tex_safe(dataset)}: metrics against {specs.label(x)}; {layout}")
+    handles, labels = _entries(series, paint, facet)
+    if any_iv:
+        handles, labels = [*handles, S.interval_handle()], [*labels, "stored interval"]
+    S.legend(fig, panels.values(), (handles, labels))
     png, svg = _save(fig, out, f"{x}-{slug(dataset)}")
+    axis = {"steps": " (log2 axis)", "nfe": " (log2 axis; counted, so a guided step that runs the network twice "
+            "counts twice)", "cfg": ""}.get(x, "")
     return Plot(x, dataset, f"Metrics against {specs.label(x)}", png, svg,
-                f"Each metric against {specs.label(x)}{' (log2 axis)' if x == 'steps' else ''}, one line per model "
-                f"and {other}{' (coloured by model, lighter = smaller ' + other + ')' if compact else ''}; "
-                f"dotted: real-vs-real floor; gaps are missing values.")
+                f"Each metric against {specs.label(x)}{axis}, {layout}; dotted: {REFERENCE} (real images scored "
+                f"against the reference: a reference value, not a bound)"
+                f"{'; ' + INTERVALS if any_iv else ''}; gaps are missing values.")
 
 
 def tradeoff(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot | str:
     """MMHM's fidelity input (FID) against each of its alignment inputs (CLIP Score, PickScore); points by
-    model, arrows along increasing CFG."""
-    runs, floors = _runs(df), _floors(df)
+    model and step count, arrows along increasing CFG; small multiples per model past MAX_SERIES series."""
+    runs, reals = _runs(df), _reals(df)
     y, align = composite.COLUMNS[composite.FIDELITY], [composite.COLUMNS[a] for a in composite.ALIGNMENT]
     xs = [c for c in align if c in df.columns and df[c].notna().any()]
     if y not in df.columns or not xs or runs.empty:
         return f"trade-off: needs {y} and {' or '.join(align)}"
-    fig = _figure(5.0 * len(xs) + 2.2, 4.2)
-    axes = fig.subplots(1, len(xs), squeeze=False).ravel()
+    runs, any_iv = _with_intervals(runs, [y, *xs])
     series = _series(runs, "cfg")
-    values = _values(series, [y, *xs])
-    for i, (ax, xc) in enumerate(zip(axes, xs)):
-        _draw_arrows(ax, values, i + 1)
-        if not floors.empty and xc in floors.columns:
-            f = floors[[xc, y]].astype(float).dropna()
-            ax.scatter(f[xc], f[y], marker="*", s=90, color="0.35", zorder=4, label="real-vs-real (floor)")
-        ax.set_xlabel(tex_safe(specs.title(xc)))
-        ax.set_ylabel(tex_safe(specs.title(y)))
-        ax.set_title(tex_safe(f"{specs.label(y)} against {specs.label(xc)}"), fontsize=10)
+    facet = len(series) > MAX_SERIES
+    paint = _paint(series, facet)
+    fig, panels, top, left = _panels(xs, series, facet, share_x="row", **(dict(w=3.6, h=3.0) if facet else {}))
+    for (xc, model), ax in panels.items():
+        mine = [(s, p) for s, p in zip(series, paint) if model is None or s.model == model]
+        S.draw_arrows(ax, [(c, s.sub[[xc, y]].to_numpy(float)) for s, (c, _ls) in mine])
+        for col, vertical in ((y, True), (xc, False)):
+            S.draw_bars(ax, [(c, s.sub[xc if vertical else y].to_numpy(float), s.sub[_lo(col)].to_numpy(float),
+                              s.sub[_hi(col)].to_numpy(float)) for s, (c, _ls) in mine], vertical=vertical)
+        if not reals.empty and xc in reals.columns:
+            f = reals[[xc, y]].astype(float).dropna()
+            ax.scatter(f[xc], f[y], marker="*", s=90, color="0.35", zorder=4, label=REFERENCE)
+        ax.set_xlabel(tex_safe(specs.title(xc)), fontsize=S.LEGEND_PT if facet else None)
+        if model is None:
+            ax.set_ylabel(tex_safe(specs.title(y)))
+            ax.set_title(tex_safe(f"{specs.label(y)} against {specs.label(xc)}"), fontsize=10)
+        else:
+            if (xc, model) in top:
+                ax.set_title(tex_safe(model), fontsize=11, fontweight="bold")
+            if (xc, model) in left:
+                ax.set_ylabel(tex_safe(specs.title(y)), fontsize=S.LEGEND_PT)
         ax.grid(alpha=0.3)
-    handles, labels, compact = _entries(series, marker_only=True)
-    shade = "; shade: step count, lighter = fewer" if compact else ""
-    fig.suptitle(f"{tex_safe(dataset)}: the guidance trade-off (arrows follow increasing CFG; one series per model and "
-                 f"step count{shade})", fontsize=11)
-    _legend(fig, axes, (handles, labels))
+    if facet:
+        S.same_limits(panels, share_x="row")
+    layout = "one panel per model, one colour per step count" if facet else "one series per model and step count"
+    S.suptitle(fig, f"{tex_safe(dataset)}: the guidance trade-off (arrows follow increasing CFG; {layout})")
+    handles, labels = _entries(series, paint, facet, marker_only=True)
+    if any_iv:
+        handles, labels = [*handles, S.interval_handle()], [*labels, "stored interval"]
+    S.legend(fig, panels.values(), (handles, labels))
     png, svg = _save(fig, out, f"tradeoff-{slug(dataset)}")
     return Plot("tradeoff", dataset, f"{specs.label(y)} against {' and '.join(specs.label(c) for c in xs)}", png, svg,
-                "Each point a cell, coloured by model (darker = more steps); arrows run along increasing CFG.")
-
-
-def _draw_arrows(ax, values: list[tuple], x: int) -> None:
-    """The series' cells (column ``x`` of ``values`` against column 0) as one marker collection and, along
-    increasing CFG, one arrow per consecutive pair of finite points, all of the axes' arrows a single quiver."""
-    pts, pt_colors, tails, heads, arrow_colors = [], [], [], [], []
-    for color, v in values:
-        xy = v[:, [x, 0]]
-        ok = np.isfinite(xy).all(axis=1)
-        pts.append(xy[ok])
-        pt_colors += [color] * int(ok.sum())
-        pair = ok[:-1] & ok[1:]
-        tails.append(xy[:-1][pair])
-        heads.append(xy[1:][pair])
-        arrow_colors += [color] * int(pair.sum())
-    if pt_colors:
-        p = np.concatenate(pts)
-        ax.scatter(p[:, 0], p[:, 1], c=pt_colors, s=18, zorder=3)
-    if arrow_colors:
-        a, b = np.concatenate(tails), np.concatenate(heads)
-        ax.quiver(a[:, 0], a[:, 1], b[:, 0] - a[:, 0], b[:, 1] - a[:, 1], color=arrow_colors, angles="xy",
-                  scale_units="xy", scale=1, units="dots", width=1.4, headwidth=4.5, headlength=6,
-                  headaxislength=5.5, minlength=0, zorder=3.5)
-
-
-def pareto_mask(cost: np.ndarray, quality: np.ndarray, higher_is_better: bool) -> np.ndarray:
-    """Cells no other cell beats on both latency (lower) and quality (by its declared direction)."""
-    q = quality if higher_is_better else -quality
-    ok = np.isfinite(cost) & np.isfinite(q)
-    mask = np.zeros(len(cost), dtype=bool)
-    for i in np.flatnonzero(ok):
-        dominated = ok & (cost <= cost[i]) & (q >= q[i]) & ((cost < cost[i]) | (q > q[i]))
-        mask[i] = not dominated.any()
-    return mask
-
-
-def _log_axis(ax) -> None:
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def latency(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot | str:
-    """MMHM and its fidelity input (FID) against batch-1 latency, Pareto front marked."""
-    runs = _runs(df)
-    want = [composite.NAME, composite.COLUMNS[composite.FIDELITY]]
-    ys = [m for m in want if m in runs.columns and runs[m].notna().any()]
-    if "latency_s" not in runs.columns or runs["latency_s"].notna().sum() == 0 or not ys:
-        return f"quality vs latency: needs latency_s and {' or '.join(want)}"
-    from matplotlib.lines import Line2D
-    models = sorted(runs["model"].unique())
-    colors = _colors(models)
-    by_model = runs.sort_values("model", kind="stable")           # drawn model after model, as one collection
-    point_colors = [colors[m] for m in by_model["model"]]
-    handles = [Line2D([], [], ls="none", marker="o", ms=18 ** 0.5, color=colors[m]) for m in models]
-    fig = _figure(5.0 * len(ys) + 2.2, 4.2)
-    axes = fig.subplots(1, len(ys), squeeze=False).ravel()
-    for ax, m in zip(axes, ys):
-        ax.scatter(by_model["latency_s"].astype(float), by_model[m].astype(float), s=18, c=point_colors, zorder=3)
-        cost, q = runs["latency_s"].astype(float).to_numpy(), runs[m].astype(float).to_numpy()
-        front = pareto_mask(cost, q, specs.higher_is_better(m))
-        if front.any():
-            order = np.argsort(cost[front])
-            fx, fy = cost[front][order], q[front][order]
-            ax.step(fx, fy, where="post", color="k", lw=1, ls="--", zorder=2, label="Pareto front")
-            ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="k", lw=1, zorder=4)
-        _log_axis(ax)
-        ax.set_xlabel(specs.label("latency_s") + ", log axis (lower is better)")
-        ax.set_ylabel(tex_safe(specs.title(m)))
-        ax.set_title(tex_safe(f"{specs.label(m)} against latency"), fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{tex_safe(dataset)}: quality against latency (circled: Pareto-optimal cells)", fontsize=11)
-    _legend(fig, axes, (handles, [tex_safe(m) for m in models]))
-    png, svg = _save(fig, out, f"latency-{slug(dataset)}")
-    return Plot("latency", dataset, "Quality against latency", png, svg,
-                "Circled cells are Pareto-optimal: no other cell is both faster and better on that metric.")
+                f"Each point a cell ({layout}); arrows run along increasing CFG; star: {REFERENCE}"
+                f"{'; ' + INTERVALS if any_iv else ''}.")
 
 
 def correlation(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot | str:
-    """Spearman rank correlation of every ranked metric (MMHM too) over the dataset's ok cells."""
+    """Spearman rank correlation of every ranked metric (MMHM too) over the dataset's ok cells, each metric
+    oriented so that higher is better (lower-is-better ones negated): two metrics that agree on which cells are
+    better correlate positively, whatever their directions."""
     runs = _runs(df)
     cols = [c for c in specs.ranked(runs) if runs[c].notna().sum() >= 3]
     if len(cols) < 2:
         return "correlation: needs two metrics with at least three values"
-    corr = runs[cols].astype(float).corr(method="spearman", min_periods=3)
-    n = len(runs[cols].dropna())
-    fig = _figure(1.2 * len(cols) + 2.6, 1.05 * len(cols) + 1.4)
+    better = runs[cols].astype(float)
+    flipped = [c for c in cols if not specs.higher_is_better(c)]
+    better[flipped] = -better[flipped]
+    corr = better.corr(method="spearman", min_periods=3)
+    n = len(better.dropna())
+    fig = S.figure(1.2 * len(cols) + 2.6, 1.05 * len(cols) + 1.6)
     ax = fig.subplots()
     im = ax.imshow(corr.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    names = [tex_safe(f"{specs.label(c)} {specs.arrow(c)}") for c in cols]
+    names = [tex_safe(f"{'−' if c in flipped else ''}{specs.label(c)} ↑") for c in cols]
     ax.set_xticks(range(len(cols)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(cols)), names)
     for i in range(len(cols)):
@@ -357,23 +301,28 @@ def correlation(df: pd.DataFrame, dataset: str, out: Path, specs: Specs) -> Plot
             v = corr.iat[i, j]
             ax.text(j, i, "–" if pd.isna(v) else f"{v:.2f}", ha="center", va="center", fontsize=9,
                     color="white" if not pd.isna(v) and abs(v) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ")
-    ax.set_title(f"{tex_safe(dataset)}: rank correlation over {len(runs)} cells\n({n} with all shown; ↑/↓ = better)",
-                 fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ (positive = agree on which cells are better)")
+    neg = ", ".join(specs.label(c) for c in flipped)
+    oriented = f"{neg} negated, so " if flipped else ""
+    ax.set_title(tex_safe(f"{dataset}: rank correlation over {len(runs)} cells ({n} with all shown)\n"
+                          f"on better-is-higher values ({oriented}agreement is positive; ↑ = better)"), fontsize=10)
     png, svg = _save(fig, out, f"correlation-{slug(dataset)}")
     return Plot("correlation", dataset, "Metric correlation", png, svg,
-                "Spearman rank correlation across the sweep's ok cells (pairwise complete; real-vs-real excluded).")
+                "Spearman rank correlation across the sweep's ok cells (pairwise complete; real-vs-real excluded), "
+                f"each metric oriented so that higher is better{' (' + neg + ' negated)' if flipped else ''}: "
+                "a positive value means two metrics agree on which cells are better.")
 
 
 def make_plots(df: pd.DataFrame, out: Path, specs: Specs) -> tuple[list[Plot], list[str]]:
     """All figures for one suite frame, per dataset; returns (plots, notes on plots skipped and why)."""
     plots, skipped = [], []
     for dataset, g in df.groupby("dataset", sort=True):
-        for r in (against(g, dataset, "steps", out, specs), against(g, dataset, "cfg", out, specs),
-                  tradeoff(g, dataset, out, specs), latency(g, dataset, out, specs),
-                  correlation(g, dataset, out, specs)):
+        for r in (against(g, dataset, "steps", out, specs), against(g, dataset, "nfe", out, specs),
+                  against(g, dataset, "cfg", out, specs), tradeoff(g, dataset, out, specs),
+                  latency(g, dataset, out, specs), correlation(g, dataset, out, specs)):
             if isinstance(r, Plot):
                 plots.append(r)
             else:
                 skipped.append(f"{dataset}: {r}")
     return plots, skipped
+

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bench.latency_rule import DEFAULT_MAX_SECONDS, DEFAULT_TARGET, REPEATS_FACTOR
+
 MAX_CELLS = 100_000              # cells per suite (the paper's whole grid is a few hundred)
 MAX_IMAGES = 10_000_000          # samples.n: images per cell (per_reference / uniform) or per class (per_class)
 MAX_STEPS = 10_000               # sampler steps per image
@@ -55,6 +57,24 @@ class TimingEntry(_Strict):
     # per_setting: batch-1 latency measured once per model, settings, dtype and device within a run and shared by
     # the cells that differ only in dataset or sample plan (it does not depend on them); per_cell: every cell times it
     latency: Literal["per_setting", "per_cell"] = "per_setting"
+    # batch-1 latency is timed until IQR / median <= iqr_target (null: exactly `repeats` calls, the fixed rule), with
+    # at least `repeats` and at most `max_repeats` timed calls (null: 2 x repeats) and no new call once the timed
+    # calls took `max_seconds` (bench.latency_rule). Timing settings never enter a cell's key.
+    iqr_target: float | None = Field(default=DEFAULT_TARGET, ge=0, allow_inf_nan=False)
+    max_repeats: int | None = Field(default=None, ge=1)
+    max_seconds: float = Field(default=DEFAULT_MAX_SECONDS, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_repeats is not None and self.max_repeats < self.repeats:
+            raise ValueError(f"max_repeats ({self.max_repeats}) must be >= repeats ({self.repeats}): repeats is the "
+                             f"fewest timed batch-1 calls, max_repeats the most")
+        return self
+
+    @property
+    def repeat_cap(self) -> int:
+        """The most timed batch-1 calls: ``max_repeats``, or REPEATS_FACTOR x ``repeats`` when unset."""
+        return self.max_repeats if self.max_repeats is not None else REPEATS_FACTOR * self.repeats
 
 
 def _sweep_axis(values, what: str, ok, rule: str):
@@ -90,6 +110,9 @@ class ModelEntry(_Strict):
     steps: list[int] | None = None
     cfg: list[float] | None = None
     solver: list[str] | None = None
+    # the model's own guidance scale (the paper's "natural" CFG): report metadata only, never part of a cell or
+    # its key; the fair report's matched-settings table resolves its "natural" column with it
+    natural_cfg: float | None = None
 
     @field_validator("steps")
     @classmethod
@@ -102,6 +125,13 @@ class ModelEntry(_Strict):
     def _cfg(cls, v):
         return _sweep_axis(v, "guidance scale", lambda c: math.isfinite(c) and c >= 0,
                            "guidance scales must be finite and >= 0")
+
+    @field_validator("natural_cfg")
+    @classmethod
+    def _natural_cfg(cls, v):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"the natural guidance scale must be finite and > 0, got {v!r}")
+        return v
 
     @field_validator("solver")
     @classmethod
@@ -128,6 +158,9 @@ class SuiteFile(_Strict):
     batch_size: int = Field(default=64, ge=1)
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # strict: metric networks in float32 exactly (TF32 off); tf32: metric forwards and generation may use TF32 on
+    # GPUs that have it (faster, features drift from the float32 reference): keyed apart (bench.cell.Cell.numerics)
+    numerics: Literal["strict", "tf32"] = "strict"
     samples: SamplesEntry = Field(default_factory=SamplesEntry)
     keep_samples: int = Field(default=8, ge=0)
     timing: TimingEntry = Field(default_factory=TimingEntry)
