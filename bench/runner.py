@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from bench import parts, provenance, registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
-from bench.engine import CellResult, Engine, Shard
+from bench.engine import CellResult, Engine, Shard, statistics
 from bench.generation import (  # noqa: F401  (re-exported: the runner's public names before the engine split)
     BatchBackoff,
     CellError,
@@ -108,11 +109,15 @@ class Runner:
     def __init__(self, suite: Suite, db: str | Path = "results/bench.duckdb", overwrite: str = "missing",
                  progress: bool = True, device: str | None = None, includes: tuple[str, ...] = (),
                  part: tuple[int, int] | None = None, cache_dir: str | Path | None = None,
-                 limit: int | None = None, skip: Callable[[Cell], bool] | None = None):
+                 limit: int | None = None, skip: Callable[[Cell], bool] | None = None,
+                 overlap_statistics: bool = True):
         """``part``: (i, N) runs only part i of N of the suite's cells (`bench.parts`, 0-based); ``cache_dir``: the
         reference statistics folder (default ``<db folder>/cache``; a shared one serves many stores). ``limit``: a
         smoke run, every cell capped at that many samples (and keyed with it: `Cell.limit`); ``skip``: cells left
-        out and counted (`RunSummary.left_out`), e.g. those the pre-flight found inputs missing for."""
+        out and counted (`RunSummary.left_out`), e.g. those the pre-flight found inputs missing for.
+        ``overlap_statistics``: a cell's statistics computed on a worker thread beside the next cell's first batch
+        (`_run_model_local`; measured in ``benchmarks/``: it pays on a loaded 2-core CPU, where numpy's
+        multi-threaded BLAS waits for its threads)."""
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {OVERWRITE}, got {overwrite!r}")
         self.suite, self.db, self.overwrite, self.progress = suite, Path(db), overwrite, progress
@@ -120,6 +125,7 @@ class Runner:
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit, self.skip = limit, skip
+        self.overlap_statistics = overlap_statistics
         cache_dir = self.db.parent / "cache" if cache_dir is None else Path(cache_dir)
         self.settings = RunSettings(device=device or suite.spec.device, cache_dir=str(cache_dir),
                                     keep_samples=suite.spec.keep_samples, timing=suite.spec.timing.model_dump(),
@@ -163,7 +169,8 @@ class Runner:
             kept = [c for c in cells if not self.skip(c)]
             summary.left_out, cells = len(cells) - len(kept), kept
         t_start = time.perf_counter()
-        env = provenance.environment(self.device, self.suite.spec.dtype)
+        self.engine.begin_run()                     # a second run() of this Runner measures latency again
+        env = provenance.environment(self.device, self.suite.spec.dtype, self.suite.spec.numerics)
         env["includes"] = list(self.settings.includes)
         if self.part is not None:
             env["part"] = f"{self.part[0]}/{self.part[1]}"
@@ -239,7 +246,12 @@ class Runner:
         return planned
 
     def _run_model_local(self, planned: PlannedModel) -> None:
-        """The local executor: this process's engine loads the model once and runs each cell as one shard."""
+        """The local executor: this process's engine loads the model once and runs each cell as one shard. With
+        ``overlap_statistics`` a cell's statistics (`bench.engine.statistics`: FID, KID, precision/recall, bootstrap
+        on rows already embedded; no network, reference lookup or global flag) run on a worker thread while the
+        next cell's first batch generates (`Engine.run_shard`'s barrier: never beside a metric forward or a timed
+        measurement); merging and every store write stay on this thread, in cell order. The values are the same
+        either way (tests/test_values_unchanged.py)."""
         if planned.load_error is None:
             try:
                 t0 = time.perf_counter()
@@ -247,14 +259,42 @@ class Runner:
                 self._log(f"loaded {planned.spec.id} ({planned.spec.adapter}) in {time.perf_counter() - t0:.1f} s")
             except Exception as e:
                 planned.load_error = e
+        pool = ThreadPoolExecutor(1, thread_name_prefix="stepbench-statistics") if self.overlap_statistics else None
+        pending: list = []                           # [(cell spec, shard, future of statistics, seconds so far)]
+
+        def collect() -> None:                       # the previous cell's statistics, then its store write
+            if pending:
+                cs, shard, future, seconds = pending.pop()
+                try:
+                    results, statistics_s = future.result()
+                    result = self.engine.assemble(cs, [shard], results, statistics_s)
+                except (KeyboardInterrupt, StoreError):
+                    raise
+                except Exception as e:
+                    self.fail_cell(cs, e)
+                    return
+                self.finish_cell(cs, result, time.perf_counter() - seconds - statistics_s)
+
         try:
             for cs in planned.cells:
                 if planned.load_error is not None:
+                    collect()
                     self.fail_cell(cs, planned.load_error)
                     continue
                 t0 = time.perf_counter()
                 try:
-                    shard = self.engine.run_shard(cs, 0, None, with_latency=True)
+                    shard = self.engine.run_shard(cs, 0, None, with_latency=True, barrier=collect)
+                    merged = self.engine.merge(cs, [shard]) if pool is not None else None
+                except (KeyboardInterrupt, StoreError):     # also the previous cell's write, from the barrier
+                    raise
+                except Exception as e:
+                    collect()
+                    self.fail_cell(cs, e)
+                    continue
+                if pool is not None:                 # statistics only (`bench.engine.statistics`) on the thread
+                    pending.append((cs, shard, pool.submit(statistics, merged), time.perf_counter() - t0))
+                    continue
+                try:
                     result = self.engine.finish(cs, [shard])
                 except KeyboardInterrupt:
                     raise
@@ -262,7 +302,10 @@ class Runner:
                     self.fail_cell(cs, e)
                     continue
                 self.finish_cell(cs, result, t0)
+            collect()
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)   # an interrupted run: the pending cell is not written
             self.engine.unload(planned.spec)         # one model in memory at a time
 
     # -- what an executor reports back --------------------------------------------------------------------------

@@ -24,9 +24,18 @@ STRICT = os.environ.get("STEPBENCH_PERF_STRICT") == "1"
 OUT_DIR = Path(os.environ.get("STEPBENCH_PERF_OUT", "results/perf"))
 # Samples in the measured cell (the default suite's 500); a loaded machine can run the same ratios on fewer.
 N = int(os.environ.get("STEPBENCH_PERF_N", "500"))
-# The default suite's 250, or N / 2 for a smaller N: two or more generation batches, so that throughput comes from
-# the bulk pass (``throughput: bulk``) as in the default suite (with one batch the Runner times extra batches apart).
-BATCH = 250 if N >= 500 else max(1, N // 2)
+
+
+def batch_for(n: int) -> int:
+    """The generation batch of a cell of ``n`` samples: the default suite's 250, or n / 2 for fewer than 500: two or
+    more generation batches, so that throughput comes from the bulk pass (``throughput: bulk``) as in the default
+    suite (with one batch the Runner times extra batches apart)."""
+    return 250 if n >= 500 else max(1, n // 2)
+
+
+BATCH = batch_for(N)
+# Sample counts of the cached-usual-workflow ratios (first-class rows with a target, ``test_vs_usual_workflow``).
+USUAL_NS = tuple(int(x) for x in os.environ.get("STEPBENCH_PERF_USUAL_NS", "250,500,2000").split(","))
 
 # The measured cell: one cell of the default suite (suites/mini.yaml), mini-sit 4 Euler steps at CFG 1.5
 # (2 network evaluations per step) on mini-val, 500 samples (STEPBENCH_PERF_N), with the default suite's metric options.
@@ -40,14 +49,16 @@ metrics:
 
 def suite_text(n: int = N, size: int = 1000, seeds: list[int] | int = 42, steps: int = 4, cfg: float = 1.5,
                name: str = "perf", device: str = "auto", model: str = "mini-sit",
-               datasets: tuple[str, ...] = ("mini-val",), latency: str = "per_setting") -> str:
-    """A suite of default-suite cells: ``model`` (a mini adapter) at one setting on ``datasets``."""
+               datasets: tuple[str, ...] = ("mini-val",), latency: str = "per_setting",
+               batch: int | None = None) -> str:
+    """A suite of default-suite cells: ``model`` (a mini adapter) at one setting on ``datasets``; ``batch``: the
+    generation batch (default `BATCH`, the one of the run's N)."""
     solver = ", solver: [euler]" if model == "mini-sit" else ""
     sets = ", ".join(f"{{id: {d}, options: {{size: {size}}}}}" for d in datasets)
     return f"""
 suite: {name}
 seed: {seeds}
-batch_size: {BATCH}
+batch_size: {BATCH if batch is None else batch}
 device: {device}
 samples: {{plan: per_reference, n: {n}}}
 keep_samples: 8

@@ -3,6 +3,10 @@
 Resample i draws n indices with replacement from a ``torch.Generator`` seeded with ``seed``; the rows it sees
 are ordered by sample id (the accumulators sort first), so an interval depends only on (values, seed, count).
 The reference set is held fixed: the interval reflects the finite generated sample, as is usual for FID.
+
+Resampled rows are gathered with ``index_select`` (a copy: the same values as advanced indexing ``v[idx]``, which
+runs a parallel region per call, about 10 ms each on a loaded 2-core machine), and the means are taken over the
+same chunks of 64 resamples as before, so every value is unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def mean_ci(values: torch.Tensor, resamples: int, seed: int, level: float) -> tu
     """CI of the mean of per-sample values (vectorised: cheap even for 50k samples x 1000 resamples)."""
     v = values.double()
     idx = resample_indices(len(v), resamples, seed)
-    means = torch.cat([v[chunk].mean(dim=1) for chunk in idx.split(64)])
+    means = torch.cat([v.index_select(0, chunk.reshape(-1)).view(chunk.shape).mean(dim=1) for chunk in idx.split(64)])
     return percentile_ci(means, level)
 
 
@@ -40,4 +44,4 @@ def statistic_ci(rows: torch.Tensor, statistic: Callable[[torch.Tensor], float],
                  level: float) -> tuple[float, float]:
     """CI of any statistic of the rows (e.g. FID of resampled features: one covariance + sqrtm per resample)."""
     idx = resample_indices(len(rows), resamples, seed)
-    return percentile_ci(torch.tensor([statistic(rows[i]) for i in idx], dtype=torch.float64), level)
+    return percentile_ci(torch.tensor([statistic(rows.index_select(0, i)) for i in idx], dtype=torch.float64), level)

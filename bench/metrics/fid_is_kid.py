@@ -6,13 +6,19 @@ world's ``mini-classifier`` registers itself on use. Weights: ``feature_extracto
 for inception-v3-compat, else torch-fidelity's own file in the torch hub cache (downloaded there when online).
 Statistics are float64; IS uses a seeded permutation (the generation order is class-ordered) in 10 splits;
 precision/recall use k = 3 nearest neighbours; an optional seeded bootstrap gives a FID interval.
-Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`).
+Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`); in
+memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's Gram matrix)
+for the next cell. KID is torch-fidelity's, evaluated on Gram blocks (`bench.metrics.kid`, bit for bit), and the
+matrix products run on one OpenBLAS thread (`bench.metrics.blas`, the same bits).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,15 +28,15 @@ from pydantic import Field
 from safetensors.torch import load_file
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
+from bench.cell import canonical_json
 from bench.hub import WeightsNotFound, resolve_weights
-from bench.metrics import bootstrap, prc
+from bench.metrics import blas, bootstrap, kid, prc
 from bench.metrics.base import Metric, MetricError, PerSampleAccumulator, StrictOptions, companion, fixed_shape_forward
 from bench.metrics.bootstrap import Level, Resamples
-from bench.metrics.refcache import RefCache, library_versions
+from bench.metrics.refcache import RefCache, library_versions, with_numerics
 from bench.outputs import Output
 from bench.provenance import sha256_path
 from bench.tempfiles import temp_name
@@ -87,6 +93,22 @@ def _default_weights(extractor: str) -> tuple[Path, str] | None:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 
 
+# Reference sets held in memory per metric: the datasets of a suite, at least two (a cell finishing while the next,
+# of another dataset, starts)
+MAX_REFERENCES = 3
+
+
+@dataclass
+class Reference:
+    """What depends on one reference set alone: its FID-layer features, the k-NN radii of its manifold (precision /
+    recall; None without them) and what `FidIsKid.compute` derives from them on first use (``derived``: FID
+    statistics, KID's Gram matrix). A cell's accumulator holds its own, so a cell finishing on a worker thread
+    while the next cell, of another dataset, starts never reads the other's."""
+    features: torch.Tensor
+    radii: torch.Tensor | None = None
+    derived: dict[str, Any] = field(default_factory=dict)
+
+
 class FidIsKid(Metric):
     name = "fid_is_kid"
     version = "fid_is_kid-2"
@@ -106,9 +128,8 @@ class FidIsKid(Metric):
         self.layer_isc = self.opt["feature_layer_isc"] or cls.get_default_feature_layer_for_metric("isc")
         self._cls = cls
         self._extractor = None
-        self._ref: torch.Tensor | None = None
-        self._ref_key: dict[str, Any] | None = None
-        self._ref_radii: torch.Tensor | None = None
+        self._refs: OrderedDict[str, Reference] = OrderedDict()   # by material, the last `MAX_REFERENCES` used
+        self._refs_lock = threading.Lock()
         self._weights: tuple[Path | None, str] | None = None
 
     @classmethod
@@ -225,64 +246,94 @@ class FidIsKid(Metric):
                 "layer": self.layer_fid, "preprocess": self.preprocess(), "weights": self.weights_id(),
                 "code": self.version, "libraries": library_versions("torch-fidelity")}
 
-    def reference_features(self, dataset) -> torch.Tensor:
-        """FID-layer features of the dataset's whole reference set, computed once and cached on disk."""
+    def reference(self, dataset) -> Reference:
+        """The dataset's `Reference`: its FID-layer features computed once and cached on disk (the k-NN radii in
+        the same cache entry), kept in memory for the last `MAX_REFERENCES` sets used. Safe to call from two
+        threads (a cell finishing while the next one starts)."""
         material = self.reference_material(dataset)
-        if self._ref_key == material:
-            return self._ref
+        key = canonical_json(with_numerics(material))      # a TF32 suite's features are not the strict ones
+        with self._refs_lock:
+            if key in self._refs:
+                self._refs.move_to_end(key)
+                return self._refs[key]
 
         def compute():
             chunks = [self.features(imgs)[0] for imgs, _ in dataset.reference_batches(self.opt["batch_size"])]
             return {"features": torch.cat(chunks)}
 
         entry = self.cache.get_or_compute(material, compute)
-        self._ref, self._ref_key = entry["features"], material
+        radii = None
         if self.opt["prc"]:     # the real manifold's k-NN radii depend on the reference features alone:
             k, bs = self.opt["prc_neighborhood"], self.opt["prc_batch_size"]   # kept in the same cache entry
             name = f"prc_radii_k{k}_batch{bs}"
             if name not in entry:
-                entry = {**entry, name: prc.radii(self._ref, k, bs)}
+                entry = {**entry, name: prc.radii(entry["features"], k, bs)}
                 self.cache.save(material, entry)
-            self._ref_radii = entry[name]
-        return self._ref
+            radii = entry[name]
+        with self._refs_lock:
+            ref = self._refs.setdefault(key, Reference(entry["features"], radii))   # another thread's, if first
+            self._refs.move_to_end(key)
+            while len(self._refs) > MAX_REFERENCES:
+                self._refs.popitem(last=False)
+        return ref
+
+    def reference_features(self, dataset) -> torch.Tensor:
+        """FID-layer features of the dataset's whole reference set (`reference`)."""
+        return self.reference(dataset).features
 
     # -- accumulate -----------------------------------------------------------------------------------------
     def accumulator(self, dataset) -> PerSampleAccumulator:
-        ref = self.reference_features(dataset)
+        ref = self.reference(dataset)             # the cell's own: never another dataset's, whatever runs next
 
         def embed(images, labels, prompts):
             fid, isc = self.features(images)
             return {"fid": fid, "isc": isc}
 
         def finalize(rows, labels):
-            return self.compute(rows["fid"], rows["isc"], ref)
+            return self.compute(rows["fid"], rows["isc"], ref.features, ref)
 
         return PerSampleAccumulator(embed, finalize, chunk=self.opt["batch_size"])
 
-    def compute(self, gen_fid: torch.Tensor, gen_isc: torch.Tensor, ref_fid: torch.Tensor) -> dict[str, float]:
+    def compute(self, gen_fid: torch.Tensor, gen_isc: torch.Tensor, ref_fid: torch.Tensor,
+                reference: Reference | None = None) -> dict[str, float]:
+        """The values of generated features against ``ref_fid``; ``reference``: the `Reference` they are the
+        features of (found among the held ones when not given), whose radii and derived statistics are reused."""
         o = self.opt
         n = len(gen_fid)
         if n < 2:
             raise MetricError(f"fid_is_kid: need at least 2 samples, got {n}")
-        s_ref = fid_features_to_statistics(ref_fid.double())
+        if reference is None or reference.features is not ref_fid:
+            with self._refs_lock:
+                held = [r for r in self._refs.values() if r.features is ref_fid]
+            reference = held[0] if held else Reference(ref_fid)      # other features: nothing kept for them
+        derived = reference.derived               # what depends on the reference alone is computed once per set
+        subset = min(o["kid_subset_size"], n, len(ref_fid))
+        # mean, covariance and KID's matrix products: the same bits on one OpenBLAS thread as on many, and one
+        # thread leaves no spinning BLAS threads behind for the next network forward (`bench.metrics.blas`)
+        with blas.single_threaded():
+            if "fid_stats" not in derived:
+                derived["fid_stats"] = fid_features_to_statistics(ref_fid.double())
+            s_gen = fid_features_to_statistics(gen_fid.double())
+            if "kid_gram" not in derived and kid.fits(n, len(ref_fid)):
+                derived["kid_gram"] = kid.gram(ref_fid.numpy())
+            kd = kid.kid_poly(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
+                              degree=o["kid_kernel_poly_degree"], gamma=o["kid_kernel_poly_gamma"],
+                              coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"],
+                              ref_gram=derived.get("kid_gram"))
+        s_ref = derived["fid_stats"]
 
-        def fid_of(feats: torch.Tensor) -> float:
-            s_gen = fid_features_to_statistics(feats.double())
+        # the eigenvalues outside that block: LAPACK's depend on the thread count from about 512 features on
+        def fid_of(feats: torch.Tensor, s_gen=None) -> float:
+            s_gen = fid_features_to_statistics(feats.double()) if s_gen is None else s_gen
             return float(fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"])
 
-        fid = fid_of(gen_fid)
+        fid = fid_of(gen_fid, s_gen)
         isc = isc_features_to_metric(gen_isc, splits=o["isc_splits"], shuffle=True, rng_seed=o["isc_seed"])
-        subset = min(o["kid_subset_size"], n, len(ref_fid))
-        kid = kid_features_to_metric(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
-                                     kid_kernel="poly", kid_kernel_poly_degree=o["kid_kernel_poly_degree"],
-                                     kid_kernel_poly_gamma=o["kid_kernel_poly_gamma"],
-                                     kid_kernel_poly_coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"],
-                                     verbose=False)
         out = {"fid": fid, "is": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
-               "kid": kid["kernel_inception_distance_mean"], "kid_std": kid["kernel_inception_distance_std"]}
+               "kid": kd["kernel_inception_distance_mean"], "kid_std": kd["kernel_inception_distance_std"]}
         if o["prc"] and n > o["prc_neighborhood"]:    # k-NN radii need k + 1 samples (fewer: a smoke run)
             k, bs = o["prc_neighborhood"], o["prc_batch_size"]
-            ref_radii = self._ref_radii if ref_fid is self._ref else prc.radii(ref_fid, k, bs)
+            ref_radii = reference.radii if reference.radii is not None else prc.radii(ref_fid, k, bs)
             out["precision"], out["recall"] = prc.precision_recall(gen_fid, ref_fid, ref_radii, k, bs)
         if o["bootstrap"]:
             out["fid_ci_low"], out["fid_ci_high"] = bootstrap.statistic_ci(
