@@ -66,6 +66,7 @@ class Cell:
     dtype: str = "float32"
     extras: dict[str, Any] = field(default_factory=dict)   # free-form, not part of the key
     limit: int | None = None          # a smoke run (`bench run --limit N`): at most N samples of the plan
+    numerics: str | None = None       # None: strict float32 metric forwards; "tf32": the suite opted into TF32
 
     def settings(self) -> SamplerSettings:
         return SamplerSettings(steps=self.steps or 0, cfg=1.0 if self.cfg is None else float(self.cfg),
@@ -74,7 +75,8 @@ class Cell:
     def config(self) -> dict[str, Any]:
         """The frozen run spec stored beside every result (everything but batch size and extras). A smoke run's
         ``limit`` is part of it, so of the key; a cell without one has exactly the config (and key) it had before
-        limits existed: the field is left out when None."""
+        limits existed: the field is left out when None. ``numerics`` likewise: a suite that opts into TF32
+        (`bench.metrics.base.numerics_mode`) gets keys of its own, a strict one keeps its keys."""
         out = {
             "suite": self.suite, "model": asdict(self.model), "dataset": self.dataset,
             "dataset_source": self.dataset_source, "dataset_options": self.dataset_options,
@@ -83,6 +85,8 @@ class Cell:
         }
         if self.limit is not None:
             out["limit"] = self.limit
+        if self.numerics is not None:
+            out["numerics"] = self.numerics
         return out
 
     def key(self, *, adapter_version: str, weights_id: str, dataset_fingerprint: str,

@@ -53,20 +53,22 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def numerics() -> dict[str, dict[str, Any]]:
-    """The float32 matmul / convolution precision of generation (this process's flags, which generation keeps)
-    and of metric networks (`bench.metrics.base.STRICT_NUMERICS`, set around every metric forward)."""
-    from bench.metrics.base import STRICT_NUMERICS, numerics_flags
-    return {"generation": numerics_flags(), "metrics": dict(STRICT_NUMERICS)}
+def numerics(mode: str = "strict") -> dict[str, Any]:
+    """The float32 matmul / convolution precision of generation and of metric networks. Strict (the default):
+    generation keeps this process's flags, metric forwards run under `bench.metrics.base.STRICT_NUMERICS`; a
+    suite's ``numerics: tf32`` runs both under `TF32_NUMERICS`."""
+    from bench.metrics.base import MODES, numerics_flags
+    flags = dict(MODES[mode])
+    return {"mode": mode, "generation": numerics_flags() if mode == "strict" else flags, "metrics": flags}
 
 
-def environment(device: torch.device, dtype: str) -> dict[str, Any]:
+def environment(device: torch.device, dtype: str, numerics_mode: str = "strict") -> dict[str, Any]:
     """What a run ran on, stored in its ``runs`` row (never in cell keys)."""
     return {
         "git_sha": git_sha(), "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": versions(), "device": str(device), "device_name": device_name(device), "dtype": dtype,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-        "numerics": numerics(),
+        "numerics": numerics(numerics_mode),
     }
 
 

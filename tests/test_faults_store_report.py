@@ -343,4 +343,4 @@ def test_run_provenance_records_generation_and_metric_precision(tmp_path, capsys
         env = st.frame("SELECT environment FROM runs")["environment"][0]
     import json
     num = json.loads(env)["numerics"]
-    assert num == {"generation": tf32_on, "metrics": STRICT_NUMERICS}
+    assert num == {"mode": "strict", "generation": tf32_on, "metrics": STRICT_NUMERICS}

@@ -12,13 +12,16 @@ batches of exactly one shape: `fixed_shape_forward` pads the last chunk, and `Pe
 Metric networks run in float32 exactly: `strict_numerics` turns TF32 off (cuDNN convolutions and CUDA matmuls,
 float32 matmul precision 'highest') around every forward of `fixed_shape_forward` and `PerSampleAccumulator`, and
 restores the caller's flags afterwards, so Inception / CLIP / DINOv2 features on an Ampere-or-newer GPU match the
-float32 reference. Generation keeps the process's flags (recorded per run: `bench.provenance.environment`).
+float32 reference. Generation keeps the process's flags (recorded per run: `bench.provenance.environment`). A suite
+with ``numerics: tf32`` opts out: its cells run under `numerics_mode("tf32")` (TF32 for metric forwards and
+generation), carry ``numerics`` in their config and key, and their reference statistics are cached apart.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Protocol
 
@@ -30,7 +33,8 @@ from bench.outputs import Output, companion
 from bench.outputs import find as find_output
 
 __all__ = ["Accumulator", "Metric", "MetricError", "Output", "StrictOptions", "companion", "fixed_shape_forward",
-           "PerSampleAccumulator", "STRICT_NUMERICS", "numerics_flags", "strict_numerics"]
+           "PerSampleAccumulator", "STRICT_NUMERICS", "TF32_NUMERICS", "current_mode", "numerics_flags",
+           "numerics_mode", "strict_numerics"]
 
 
 class Accumulator(Protocol):
@@ -109,6 +113,34 @@ class MetricError(ValueError):
 
 # What metric forwards run under: float32 exactly (no TF32 in matmuls or cuDNN convolutions).
 STRICT_NUMERICS = {"matmul_allow_tf32": False, "cudnn_allow_tf32": False, "float32_matmul_precision": "highest"}
+# What a suite with ``numerics: tf32`` runs metric forwards and generation under (Ampere-or-newer GPUs: faster;
+# features drift from the float32 reference, so such cells and their reference statistics are keyed apart).
+TF32_NUMERICS = {"matmul_allow_tf32": True, "cudnn_allow_tf32": True, "float32_matmul_precision": "high"}
+MODES = {"strict": STRICT_NUMERICS, "tf32": TF32_NUMERICS}
+_MODE: ContextVar[str] = ContextVar("stepbench_numerics", default="strict")
+
+
+def current_mode() -> str:
+    """The numerics mode of the cell being computed: "strict" unless inside ``numerics_mode("tf32")``."""
+    return _MODE.get()
+
+
+@contextmanager
+def numerics_mode(mode: str | None) -> Iterator[None]:
+    """Compute a cell under ``mode`` (None = "strict"): metric forwards (`strict_numerics`) use that mode's flags,
+    and in "tf32" generation runs with them too; the caller's flags and mode are restored on exit."""
+    mode = mode or "strict"
+    if mode not in MODES:
+        raise ValueError(f"numerics must be one of {sorted(MODES)}, got {mode!r}")
+    token = _MODE.set(mode)
+    before = numerics_flags()
+    if mode != "strict":
+        _set_flags(MODES[mode])
+    try:
+        yield
+    finally:
+        _set_flags(before)
+        _MODE.reset(token)
 
 
 def numerics_flags() -> dict[str, Any]:
@@ -126,9 +158,10 @@ def _set_flags(flags: dict[str, Any]) -> None:
 
 @contextmanager
 def strict_numerics() -> Iterator[None]:
-    """`STRICT_NUMERICS` inside, the caller's flags restored on exit (also when the forward raises)."""
+    """`STRICT_NUMERICS` inside (`TF32_NUMERICS` when the cell's suite opted in: `numerics_mode`), the caller's
+    flags restored on exit (also when the forward raises)."""
     before = numerics_flags()
-    _set_flags(STRICT_NUMERICS)
+    _set_flags(MODES[current_mode()])
     try:
         yield
     finally:

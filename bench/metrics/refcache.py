@@ -40,6 +40,14 @@ def library_versions(*names: str) -> dict[str, str | None]:
     return out
 
 
+def with_numerics(material: dict[str, Any]) -> dict[str, Any]:
+    """``material`` as cached: with the numerics mode added when a suite opted out of strict float32 (features
+    computed under TF32 differ from the strict ones); a strict entry's material (and file) is unchanged."""
+    from bench.metrics.base import current_mode
+    mode = current_mode()
+    return material if mode == "strict" else {**material, "numerics": mode}
+
+
 def material_key(material: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({"format": FORMAT, **material}).encode()).hexdigest()
 
@@ -60,10 +68,11 @@ class RefCache:
         self.computed = 0     # reference feature passes done by this process through this object (for tests/logs)
 
     def path(self, material: dict[str, Any]) -> Path:
-        return self.root / f"{material_key(material)}.safetensors"
+        return self.root / f"{material_key(with_numerics(material))}.safetensors"
 
     def load(self, material: dict[str, Any]) -> dict[str, torch.Tensor] | None:
         """The stored tensors for exactly this material, or None (missing, unreadable or not matching)."""
+        material = with_numerics(material)
         path = self.path(material)
         if not path.exists():
             return None
@@ -78,6 +87,7 @@ class RefCache:
             return None
 
     def save(self, material: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+        material = with_numerics(material)
         path = self.path(material)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_name(path)

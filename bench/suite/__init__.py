@@ -193,7 +193,8 @@ class Suite:
                     cells.append(Cell(
                         suite=s.suite, model=spec, dataset=d.id, dataset_source=d.source_name,
                         dataset_options=dict(self.dataset_options[d.id]), steps=steps, cfg=cfg, solver=solver,
-                        seed=seed, plan=plan, metrics=metrics, batch_size=s.batch_size, dtype=s.dtype))
+                        seed=seed, plan=plan, metrics=metrics, batch_size=s.batch_size, dtype=s.dtype,
+                        numerics=None if s.numerics == "strict" else s.numerics))
         if not cells:
             raise SuiteError(f"{self.path}: models: the sweep expands to zero cells")
         return cells
