@@ -1,6 +1,7 @@
 """Shipped weights of the miniature world: safetensors files plus a manifest, verified on load.
 
-``manifest.json`` maps a weights name to {file, sha256, config, seed, steps, losses, dtype, train_seconds}.
+``manifest.json`` maps a weights name to {file, sha256, config, seed, steps, losses, dtype, train_seconds, torch,
+cpu}: the last two say where it was trained (a bit-for-bit rerun needs the same torch build and CPU kind).
 Loading checks the sha256 before reading a single tensor and never unpickles anything.
 """
 
@@ -10,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +77,23 @@ def _update_manifest(directory, name, path, config, seed, steps, losses, train_s
     manifest[name] = {
         "file": path.name, "sha256": sha256_file(path), "config": config, "seed": seed, "steps": steps,
         "losses": {k: float(v) for k, v in losses.items()}, "dtype": "float16" if half else "float32",
-        "train_seconds": round(float(train_seconds), 1), "torch": torch.__version__,
+        "train_seconds": round(float(train_seconds), 1), "torch": torch.__version__, "cpu": cpu(),
     }
     tmp_m = directory / (MANIFEST + ".tmp")
     tmp_m.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp_m, directory / MANIFEST)
+
+
+def cpu() -> str:
+    """The CPU kind a training ran on ('<model name> / <torch's vector ISA>'): float kernels of another kind may
+    round differently, so a recipe reproduces its files bit for bit only on the same kind (mini_training.check)."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} / {torch.backends.cpu.get_cpu_capability()}"
 
 
 def looks_like_path(name: str) -> bool:
