@@ -19,6 +19,7 @@ import random
 import statistics
 import time
 
+import pytest
 from perfkit import SUMMARY, device, target, timed
 
 import bench
@@ -88,6 +89,7 @@ def write_block(store: ResultStore, block: int, run_id: str, cell_s: list[float]
     return rows
 
 
+@pytest.mark.timeout(3600)       # three reports of up to 100,800 rows: minutes each on a small shared CPU
 def test_store_and_report_scale_linearly(benchmark, tmp_path):
     dev = device()
     db = tmp_path / "store.duckdb"

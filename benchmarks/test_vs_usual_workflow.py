@@ -100,6 +100,7 @@ CELLS = {"multi-step": dict(model="mini-sit", steps=4, cfg=1.5),
 CASES = [(kind, n) for kind in CELLS for n in sorted(set(USUAL_NS) | {N})]
 
 
+@pytest.mark.timeout(3600)       # n = 2,000 multi-step: three workflows x 3 rounds of 16,000 network rows each
 @pytest.mark.parametrize("kind,n", CASES, ids=[f"{k}-n{n}" for k, n in CASES])
 def test_against_usual_workflow(benchmark, tmp_path, kind, n):
     dev = device()

@@ -12,7 +12,8 @@ output, each entry one dot product in the same order whatever the thread count, 
 thread as on many. LAPACK's eigensolver is not (measured: from about 512 features its eigenvalues change with the
 thread count), so FID's eigenvalues stay outside the block. ``tests/test_values_unchanged.py`` compares what is
 computed inside the block with torch-fidelity's own functions outside it, with ``==``. Where OpenBLAS cannot be found
-(another BLAS, no ``/proc/self/maps``), the block changes nothing.
+(another BLAS, no ``/proc/self/maps``), the block changes nothing. The setting is process-wide while a block runs
+(the runner's statistics thread: torch's own BLAS, used by the networks meanwhile, is not OpenBLAS).
 """
 
 from __future__ import annotations
