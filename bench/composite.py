@@ -34,6 +34,7 @@ EPS = 1e-3
 # store column for each MMHM input
 COLUMNS = {"fid": "fid", "is": "is", "clip": "clip_score", "pick": "pickscore"}
 NAME = "mmhm"
+REAL = "real"        # the family of real-vs-real rows: each metric's reference, never an MMHM row nor a competitor
 OUTPUT = Output(NAME, True, "MMHM")            # best possible value 1.001
 # The guidance trade-off: the fidelity input against the text-alignment inputs, along increasing CFG.
 FIDELITY = "fid"
@@ -90,7 +91,7 @@ def load_bounds(path: str | Path) -> dict[str, list[float]]:
         raise ValueError(f"{path}: not an MMHM bounds file ({e})") from None
 
 
-def eligible(df: pd.DataFrame, exclude_families: Sequence[str] = ("real",)) -> pd.Series:
+def eligible(df: pd.DataFrame, exclude_families: Sequence[str] = (REAL,)) -> pd.Series:
     """Rows that get an MMHM and shape its bounds: all four inputs present, family not excluded."""
     cols = [COLUMNS[m] for m in METRICS]
     if any(c not in df.columns for c in cols):
@@ -107,7 +108,7 @@ def is_full(df: pd.DataFrame) -> pd.Series:
 
 
 def add_mmhm(df: pd.DataFrame, by: Sequence[str] = ("suite", "dataset"), bounds: dict | None = None,
-             exclude_families: Sequence[str] = ("real",),
+             exclude_families: Sequence[str] = (REAL,),
              dataset_bounds: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> pd.DataFrame:
     """Add an ``mmhm`` (`NAME`) column computed per comparison set (default: per dataset within a suite).
 

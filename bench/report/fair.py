@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench import composite
+from bench.composite import REAL
 from bench.report.context import ReportContext, context_for
 from bench.report.directions import Specs
 from bench.report.headline import (
@@ -87,7 +88,7 @@ def fair_cells(g: pd.DataFrame) -> pd.DataFrame:
     """The cells the fair views compare: no real-vs-real rows; full cells only where the frame has any."""
     out = g
     if "family" in out.columns:
-        out = out[out["family"].fillna("") != "real"]
+        out = out[out["family"].fillna("") != REAL]
     if "limit" in out.columns and out["limit"].isna().any():
         out = out[out["limit"].isna()]
     return out

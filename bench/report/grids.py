@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from PIL import Image
 
+from bench.composite import REAL
 from bench.report.classnames import name_of
 
 TILE = 64          # target side of a thumbnail
@@ -60,7 +61,7 @@ def tiles(pngs: list[bytes | None], tile: int = TILE) -> list[bytes]:
 
 
 def _order(cells: pd.DataFrame) -> pd.DataFrame:
-    real = (cells["family"] == "real") if "family" in cells.columns else pd.Series(False, index=cells.index)
+    real = (cells["family"] == REAL) if "family" in cells.columns else pd.Series(False, index=cells.index)
     return cells.assign(_real=~real).sort_values(["_real", "model", "steps", "cfg", "solver"],
                                                  na_position="first", kind="stable").drop(columns="_real")
 

@@ -14,6 +14,7 @@ from html import escape
 import pandas as pd
 
 from bench import latency_rule
+from bench.composite import REAL
 from bench.report import directions as D
 from bench.report.directions import Specs
 from bench.report.leaderboard import PICKS, flagged, fmt, is_missing
@@ -75,7 +76,7 @@ def mmhm_reason(r: pd.Series) -> str | None:
         return None
     if r.get("status") != "ok":
         return "failed cell: no metrics"
-    if r.get("family") == "real":
+    if r.get("family") == REAL:
         return "real-vs-real is each metric's reference line and gets no MMHM by design"
     lacks = [c for c in D.MMHM_COLUMNS if is_missing(r.get(c))]
     if lacks:

@@ -13,6 +13,7 @@ from html import escape
 
 import pandas as pd
 
+from bench.composite import REAL
 from bench.report import directions as D
 from bench.report.directions import Specs
 from bench.report.html_cells import (
@@ -69,7 +70,7 @@ def _board(lb: pd.DataFrame, view: pd.DataFrame, g: pd.DataFrame, tag: str, col:
         fam = "" if is_missing(v["family"]) else f"<br><small class=fam>{escape(str(v['family']))}</small>"
         tip = f"cell key {k}" if isinstance(k, str) else "no pick (no ok cell with this metric)"
         if tag == TAGS[0] and not isinstance(k, str):
-            tip = ("no MMHM for this model: real-vs-real has none by design" if v["family"] == "real"
+            tip = ("no MMHM for this model: real-vs-real has none by design" if v["family"] == REAL
                    else f"no MMHM: {D.MMHM_WHY}")
         cells = [td(v["model"], "t", None, escape(str(v["model"])) + fam),
                  td(v[f"{tag} config"] if isinstance(k, str) else None, "t cfgt", tip)]

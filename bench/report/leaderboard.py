@@ -93,7 +93,7 @@ def lacking_mmhm(df: pd.DataFrame) -> pd.DataFrame:
     """Ok cells of MMHM-eligible families that have no MMHM, with a ``lacks`` column naming the missing inputs."""
     ok = df[df["status"] == "ok"]
     if "family" in ok.columns:
-        ok = ok[ok["family"] != "real"]
+        ok = ok[ok["family"] != composite.REAL]
     lacks = [[c for c in MMHM_COLUMNS if c not in ok.columns or is_missing(r[c])] for _, r in ok.iterrows()]
     out = ok.assign(lacks=lacks)
     return out[[bool(x) for x in lacks]]
@@ -177,7 +177,7 @@ def pick_order(pk: pd.DataFrame, tag: str, col: str, specs: Specs) -> list[int]:
 def reference_rows(pk: pd.DataFrame) -> list[int]:
     """Positions of real-vs-real rows (family 'real') in a frame of picked cells."""
     fam = pk["family"].reset_index(drop=True) if "family" in pk.columns else pd.Series(dtype=object)
-    return [i for i, f in fam.items() if f == "real"]
+    return [i for i, f in fam.items() if f == composite.REAL]
 
 
 def flagged(r: pd.Series) -> bool:

@@ -32,7 +32,7 @@ from bench.report.plots_latency import latency, pareto_mask  # noqa: F401  (part
 from bench.report.sanitize import file_name
 
 DIMS = ("steps", "cfg", "solver", "seed")
-REAL = "real"           # the family drawn as each metric's real-vs-real reference line, not as a series
+REAL = composite.REAL   # the family drawn as each metric's real-vs-real reference line, not as a series
 REFERENCE = "real-vs-real"
 MAX_SERIES = 6          # more series than this in one panel: small multiples, one column per model
 LOG2 = ("steps", "nfe")  # x axes drawn on a log2 scale

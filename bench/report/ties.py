@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.composite import REAL
 from bench.report.directions import Specs
 from bench.report.intervals import interval, ties_with_best
-
-REFERENCE = "real"          # the family of real-vs-real rows: each metric's reference line
 
 
 def picked(g: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
@@ -37,14 +36,15 @@ def intervals(df: pd.DataFrame, metrics: list[str]) -> dict[str, tuple[pd.Series
 
 def mark_ties(df: pd.DataFrame, m: str, iv: tuple[pd.Series, pd.Series] | None, specs: Specs) -> pd.Series:
     """Per row of ``df``: 'best', 'tie' (its interval overlaps the best row's) or '' for metric ``m``; a
-    real-vs-real row (family `REFERENCE`) is a reference line, not a competitor: never marked, never the best."""
+    real-vs-real row (family `bench.composite.REAL`) is a reference line, not a competitor: never marked, never
+    the best."""
     out = pd.Series("", index=df.index, dtype=object)
     s = specs.get(m)
     if m not in df.columns or s is None or s.higher_is_better is None:
         return out
     values = pd.to_numeric(df[m], errors="coerce")
     if "family" in df.columns:
-        values = values.where(df["family"].to_numpy() != REFERENCE)
+        values = values.where(df["family"].to_numpy() != REAL)
     if not values.notna().any():
         return out
     if iv is not None:
