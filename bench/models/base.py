@@ -49,6 +49,13 @@ class Generator(ABC):
         """The typed ``Options`` object for ``options`` (raises `bench.options.OptionsError`)."""
         return parse(cls.Options, options)
 
+    @classmethod
+    def check_steps(cls, options: dict[str, Any], steps: int) -> str | None:
+        """Why the model cannot run ``steps`` steps with these (validated) options, or None. ``bench validate``
+        asks for every swept step count, so a distilled checkpoint run off its step counts is refused before any
+        weights are read. Default: every step count is fine."""
+        return None
+
     # -- the contract ---------------------------------------------------------------------------------------
     @abstractmethod
     def load(self, spec: ModelSpec, device: torch.device) -> None:

@@ -12,13 +12,13 @@ from torch import nn
 
 from bench import hub, registry
 from bench.hub import resolve_weights
-from bench.models.diffusers_options import DiffusersOptions
+from bench.models.diffusers_compose import apply_loras, build_components
+from bench.models.diffusers_options import DiffusersError, DiffusersOptions
+
+__all__ = ["DTYPES", "DiffusersError", "check_loadable", "diffusers_class", "diffusers_version", "find_denoiser",
+           "load_pipeline", "place"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class DiffusersError(ValueError):
-    """A bad model option or an inconsistent pipeline; the message names the option."""
 
 
 def diffusers_class(name: str, base: str, where: str) -> type:
@@ -62,7 +62,9 @@ def check_loadable(o: DiffusersOptions, device: torch.device) -> None:
 
 
 def load_pipeline(ref: str, model_id: str, o: DiffusersOptions):
-    """The pipeline at ``ref`` (hub id or local folder), safetensors only, in ``o.dtype``; not yet placed."""
+    """The pipeline at ``ref`` (hub id or local folder), safetensors only, in ``o.dtype``, with the replacement
+    ``components`` built before assembly and the ``lora`` entries applied after (bench.models.diffusers_compose);
+    not yet placed. Returns (pipeline, the LoRAs applied)."""
     import diffusers
 
     revision = o.load_kwargs.get("revision")
@@ -71,9 +73,11 @@ def load_pipeline(ref: str, model_id: str, o: DiffusersOptions):
     cls = diffusers_class(o.pipeline, "DiffusionPipeline", "options.pipeline") if o.pipeline else \
         diffusers.DiffusionPipeline
     load_kwargs = {k: v for k, v in o.load_kwargs.items() if k != "revision"}
+    load_kwargs.update(build_components(o, path, model_id, DTYPES[o.dtype]))
     with warnings.catch_warnings():     # torch_dtype: understood by every diffusers 0.x (renamed dtype later)
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-        return cls.from_pretrained(str(path), torch_dtype=DTYPES[o.dtype], use_safetensors=True, **load_kwargs)
+        pipe = cls.from_pretrained(str(path), torch_dtype=DTYPES[o.dtype], use_safetensors=True, **load_kwargs)
+    return pipe, apply_loras(pipe, o, model_id)
 
 
 def find_denoiser(pipe, name: str | None) -> nn.Module:

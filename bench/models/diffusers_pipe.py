@@ -1,4 +1,5 @@
-"""Any diffusers text-to-image pipeline as a class-conditional generator, set up by suite options alone.
+"""Any diffusers text-to-image or class-conditional pipeline as a class-conditional generator, set up by suite
+options alone.
 
 ``adapter: diffusers`` loads ``weights`` (a hub id or a local folder, via `bench.hub.resolve_weights`) with
 ``DiffusionPipeline.from_pretrained`` (safetensors only) or the class named by ``options.pipeline``
@@ -6,20 +7,29 @@
 the paper's settings as option defaults (diffusers_presets.PRESETS); suite options override them. The options
 themselves, and what each means, are the `DiffusersOptions` model (bench/models/diffusers_options.py).
 
-Per cell: the prompt of sample k is ``prompt`` (default: the dataset's template) filled with its class name; the
-suite's ``steps`` is ``num_inference_steps``; ``cfg`` goes to the pipeline's guidance argument as declared in
-diffusers_presets.GUIDANCE (or in ``options.guidance``); ``solver``, when swept, names a diffusers scheduler class.
+Per cell: the prompt of sample k is ``prompt`` (default: the dataset's template) filled with its class name, or,
+for a class-conditional pipeline (``guidance.condition: class``: DiT, consistency models), its label is passed as
+``class_labels`` (``batch_size`` too where the call takes it); the suite's ``steps`` is ``num_inference_steps``,
+and an explicit schedule for that step count (``timesteps`` / ``sigmas``) goes to the call's argument of that name
+(a consistency model gets ``num_inference_steps=None`` with it, as its documentation calls it); ``cfg`` goes to
+the pipeline's guidance argument as declared in diffusers_presets.GUIDANCE (or in ``options.guidance``);
+``solver``, when swept, names a diffusers scheduler class.
 Each sample has its own CPU ``torch.Generator`` seeded from bench.noise.sample_seed(seed, sample id), passed to the
 pipeline as a list, so sample i depends only on (seed, i), not on the batch. Images are decoded at the pipeline's
 native resolution (or ``resolution``), quantised as diffusers does (round(255 x)), then resized with PIL
 (``resize``, default LANCZOS) to ``eval_size`` x ``eval_size`` (default 256; null keeps the native size).
 
 NFE: declared from the guidance mapping and the scheduler's order, before load too (``bench validate``), and
-checked against the denoiser's counted rows on every call (``check_nfe``).
+checked against the denoiser's counted rows on every call (``check_nfe``). Where the mapping comes from the table
+(not declared in options), the loaded denoiser refines it: a UNet with ``time_cond_proj_dim`` (LCM-distilled,
+guidance as an input) makes true CFG embedded, and a FLUX transformer without ``guidance_embeds`` (FLUX.1-schnell)
+makes embedded none. Replacement ``components`` and ``lora`` files (bench/models/diffusers_compose.py) are part of
+the weights identity and of the provenance.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +42,8 @@ from bench import noise
 from bench.hub import expand_env
 from bench.models.base import Generator, ModelSpec, SamplerSettings
 from bench.models.checkpoint import check_settings
+from bench.models.diffusers_compose import compose_identity
+from bench.models.diffusers_compose import requirements as compose_requirements
 from bench.models.diffusers_load import (
     DiffusersError,
     check_loadable,
@@ -42,7 +54,7 @@ from bench.models.diffusers_load import (
     place,
 )
 from bench.models.diffusers_options import DiffusersOptions, Flux1DevOptions, SD35LargeOptions
-from bench.models.diffusers_presets import GUIDANCE, PRESETS, Guidance
+from bench.models.diffusers_presets import GATED, GUIDANCE, PRESETS, Guidance
 from bench.timing import NFECounter
 
 __all__ = ["DiffusersError", "DiffusersPipeline", "Flux1Dev", "SD35Large"]
@@ -74,6 +86,8 @@ class DiffusersPipeline(Generator):
         self._default_scheduler = ""
         self._loaded = False
         self.meta: dict[str, Any] = {}
+        self.num_classes: int | None = None        # a class-conditional denoiser's class count, when it says
+        self._params: frozenset[str] = frozenset()  # the loaded pipeline's __call__ arguments
 
     # ------------------------------------------------------------------ weights
     def _weights_ref(self, spec: ModelSpec) -> str:
@@ -83,21 +97,33 @@ class DiffusersPipeline(Generator):
         return str(ref)
 
     def weights_id(self, spec: ModelSpec) -> str:
-        """A local folder's content hash; a hub id as given (pin ``load_kwargs.revision`` for reproducibility)."""
+        """A local folder's content hash; a hub id as given (pin ``load_kwargs.revision`` for reproducibility).
+        With ``lora`` or ``components``, the hash of the base's identity together with theirs (same rule: local
+        files by content, hub files by reference)."""
+        from bench.cell import canonical_json
         from bench.provenance import sha256_path
         ref = self._weights_ref(spec)
+        o = self.parse_options(spec.options)
         local = Path(expand_env(ref, f"model {spec.id!r} weights")).expanduser()
         if local.exists():
-            return "sha256:" + sha256_path(local)
-        rev = self.parse_options(spec.options).load_kwargs.get("revision")
-        return f"ref:{ref}" + (f"@{rev}" if rev else "")
+            base = "sha256:" + sha256_path(local)
+        else:
+            rev = o.load_kwargs.get("revision")
+            base = f"ref:{ref}" + (f"@{rev}" if rev else "")
+        extra = compose_identity(o, spec.id)
+        if not extra:
+            return base
+        import hashlib
+        return "sha256:" + hashlib.sha256(canonical_json({"pipeline": base, **extra}).encode()).hexdigest()
 
     def requirements(self, spec: ModelSpec) -> list:
         """The pipeline folder or hub id (at ``load_kwargs.revision``), diffusers and transformers."""
         from bench.preflight import package, weights
-        rev = self.parse_options(spec.options).load_kwargs.get("revision")
-        get = "accept the model's licence on its hub page first if it is gated" if self.preset else ""
+        o = self.parse_options(spec.options)
+        rev = o.load_kwargs.get("revision")
+        get = "accept the model's licence on its hub page first (a gated repository)" if self.preset in GATED else ""
         return [weights(self._weights_ref(spec), "diffusers pipeline", revision=rev, get=get),
+                *compose_requirements(o),
                 package("diffusers", "diffusers", "hf"), package("transformers", "transformers", "hf")]
 
     # ------------------------------------------------------------------ loading
@@ -107,10 +133,12 @@ class DiffusersPipeline(Generator):
         self.device = torch.device(device)
         check_loadable(o, self.device)
         ref = self._weights_ref(spec)
-        pipe = self.pipe = load_pipeline(ref, spec.id, o)
+        pipe, loras = load_pipeline(ref, spec.id, o)
+        self.pipe = pipe
         name = type(pipe).__name__
-        self.gmap = self._declared(o, name)
-        self._denoiser()      # fails early when there is none
+        self._params = frozenset(inspect.signature(pipe.__call__).parameters)
+        self.gmap = self._refined(o, self._declared(o, name), self._denoiser())
+        self._check_call(name)
         if o.true_cfg_scale is not None and not self.gmap.true_cfg_kwarg:
             raise DiffusersError(f"options.true_cfg_scale: {name} declares no separate true-CFG argument "
                                  f"(guidance.true_cfg_kwarg)")
@@ -121,6 +149,11 @@ class DiffusersPipeline(Generator):
         self._schedulers = {self._default_scheduler: pipe.scheduler}
         place(pipe, o, self.device)
         self.meta = self.describe_loaded(ref)
+        if loras:
+            self.meta["lora"] = loras
+        if o.components:
+            self.meta["components"] = {n: {"class": c.class_, "weights": c.weights, "file": c.file}
+                                       for n, c in sorted(o.components.items())}
         self._loaded = True
 
     def _scheduler(self, name: str):
@@ -161,6 +194,54 @@ class DiffusersPipeline(Generator):
 
     def _check(self, s: SamplerSettings) -> None:
         check_settings("diffusers", s, None)          # the solver is a scheduler class name, checked when built
+        o = self.opts if self._loaded else self.parse_options(s.options)
+        try:
+            o.check_steps(int(s.steps))
+        except DiffusersError:
+            raise
+        except ValueError as err:
+            raise DiffusersError(str(err)) from None
+
+    @classmethod
+    def check_steps(cls, options: dict[str, Any], steps: int) -> str | None:
+        """``trained_steps`` and the explicit schedules (``timesteps`` / ``sigmas``) must cover ``steps``."""
+        try:
+            cls.parse_options(options).check_steps(int(steps))
+        except ValueError as err:
+            return str(err)
+        return None
+
+    def _check_call(self, name: str) -> None:
+        """What the loaded pipeline's ``__call__`` must take for the options given."""
+        o, g, params = self.opts, self.gmap, self._params
+        if g.condition == "class":
+            if "class_labels" not in params:
+                raise DiffusersError(f"options.guidance.condition: {name}.__call__ takes no class_labels; a "
+                                     f"text-to-image pipeline is condition: prompt")
+            cfg = self._denoiser().config
+            n = getattr(cfg, "num_embeds_ada_norm", None) or getattr(cfg, "num_class_embeds", None)
+            self.num_classes = int(n) if n else None
+        elif "prompt" not in params:
+            hint = " (it takes class_labels: declare guidance.condition: class)" if "class_labels" in params else ""
+            raise DiffusersError(f"options.guidance: {name}.__call__ takes no prompt{hint}")
+        for key in ("timesteps", "sigmas"):
+            if getattr(o, key) and key not in params:
+                raise DiffusersError(f"options.{key}: {name}.__call__ takes no {key}")
+        if o.resolution and not {"height", "width"} <= params:
+            raise DiffusersError(f"options.resolution: {name}.__call__ takes no height / width (its size is the "
+                                 f"model's own); leave resolution unset")
+
+    @staticmethod
+    def _refined(o: DiffusersOptions, g: Guidance, denoiser: nn.Module) -> Guidance:
+        """The table's mapping adjusted to the loaded denoiser (see the module doc); a declared one is kept."""
+        if o.guidance is not None:
+            return g
+        cfg = getattr(denoiser, "config", None)
+        if g.kind == "true_cfg" and getattr(cfg, "time_cond_proj_dim", None) is not None:
+            return g.model_copy(update={"kind": "embedded"})
+        if g.kind == "embedded" and getattr(cfg, "guidance_embeds", None) is False:
+            return g.model_copy(update={"kind": "none", "kwarg": None})
+        return g
 
     def nfe_per_image(self, s: SamplerSettings) -> int:
         """steps x (2 for true CFG > 1) x (2 for a separate true CFG > 1); a 2nd-order scheduler (Heun, KDPM2)
@@ -199,6 +280,15 @@ class DiffusersPipeline(Generator):
                              f"guidance: {{kwarg: guidance_scale, kind: true_cfg}} (true CFG, 2 NFE when > 1), "
                              f"kind: embedded (1 NFE) or kind: none")
 
+    def _class_labels(self, labels: torch.Tensor) -> list[int]:
+        out = [int(y) for y in labels.tolist()]
+        k = self.num_classes
+        bad = [y for y in out if y < 0 or (k is not None and y >= k)]
+        if bad:
+            raise DiffusersError(f"label {bad[0]} is outside the model's classes 0..{(k or 1) - 1} "
+                                 f"({type(self.pipe).__name__}); the dataset's labels must be the model's class ids")
+        return out
+
     def _prompts(self, labels: torch.Tensor) -> list[str]:
         if self.class_names is None:
             raise RuntimeError("DiffusersPipeline: no class names (the runner binds the dataset before generating)")
@@ -220,9 +310,20 @@ class DiffusersPipeline(Generator):
             raise ValueError(f"{len(labels)} labels but {len(ids)} sample ids")
         pipe.scheduler = self._scheduler(s.solver or self._default_scheduler)
         kwargs: dict[str, Any] = dict(o.call_kwargs)
-        kwargs.update(prompt=self._prompts(labels), num_inference_steps=int(s.steps), output_type="pt",
+        kwargs.update(num_inference_steps=int(s.steps), output_type="pt",
                       generator=[torch.Generator("cpu").manual_seed(noise.sample_seed(s.seed, i, STREAM))
                                  for i in ids.tolist()])
+        if g.condition == "class":
+            kwargs["class_labels"] = self._class_labels(labels)
+            if "batch_size" in self._params:
+                kwargs["batch_size"] = len(ids)
+        else:
+            kwargs["prompt"] = self._prompts(labels)
+        schedule = o.schedule(int(s.steps))
+        if schedule is not None:
+            kwargs[schedule[0]] = schedule[1]
+            if type(pipe).__name__ == "ConsistencyModelPipeline":
+                kwargs["num_inference_steps"] = None
         if o.resolution:
             kwargs["height"], kwargs["width"] = o.resolution
         if g.kind != "none":

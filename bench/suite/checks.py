@@ -89,4 +89,8 @@ def check_models(entries: list[tuple[int, ModelEntry]], problems: Problems) -> d
         opts = _options(cls, m.options, f"models[{i}].options", problems)
         if opts is not None:
             out[m.id] = opts
+            for j, n in enumerate(m.steps or []):
+                why = cls.check_steps(opts, n)
+                if why:
+                    problems.add(f"models[{i}].steps[{j}]", why)
     return out
