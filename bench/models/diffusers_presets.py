@@ -12,6 +12,10 @@ argument does differs by pipeline, and decides the NFE:
 A pipeline may also have a second, separate true-CFG knob (FLUX's ``true_cfg_scale``), set by the model option of
 that name; FLUX runs it only when a negative prompt is given, so one (empty by default) is passed with it.
 
+A pipeline is prompt-conditioned (text-to-image; the class name fills the prompt template) or, with
+``condition: class``, class-conditional: its ``__call__`` takes ``class_labels`` (DiT, consistency models) and gets
+the dataset's labels, no prompt.
+
 The adapter hooks the denoiser and checks the counted evaluations against this declaration on every call, so a
 wrong entry here (or in a suite's ``guidance:`` option) fails the cell instead of mislabelling its NFE.
 A pipeline missing from this table is declared in the suite: ``options: {guidance: {kwarg: ..., kind: ...}}``.
@@ -21,11 +25,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from bench.options import StrictOptions
 
 Kind = Literal["true_cfg", "embedded", "none"]
+Condition = Literal["prompt", "class"]
 KINDS: tuple[str, ...] = get_args(Kind)
 ArgName = Annotated[str, Field(min_length=1)]
 
@@ -38,6 +43,7 @@ class Guidance(StrictOptions):
     kind: Kind = "true_cfg"                      # see the module doc
     true_cfg_kwarg: ArgName | None = None        # a separate true-CFG argument (FLUX: true_cfg_scale)
     true_cfg_negative: bool = False              # that knob is only active with a negative prompt (FLUX)
+    condition: Condition = "prompt"              # "class": __call__(class_labels=...) from the dataset's labels
 
     @model_validator(mode="before")
     @classmethod
@@ -56,6 +62,15 @@ class Guidance(StrictOptions):
             raise ValueError("kwarg: name the pipeline argument the cfg axis sets (e.g. guidance_scale)")
         return self
 
+    @model_serializer(mode="wrap")
+    def _keyed(self, handler) -> dict[str, Any]:
+        """``condition`` is left out at its default, so mappings (and cell keys) from before it existed keep
+        their form; validating the dump gives the same mapping back."""
+        out = handler(self)
+        if out.get("condition") == "prompt":
+            out.pop("condition")
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
@@ -72,6 +87,11 @@ GUIDANCE: dict[str, Guidance] = {
     "PixArtSigmaPipeline": _TRUE,
     "SanaPipeline": _TRUE,
     "SanaSprintPipeline": Guidance(kwarg="guidance_scale", kind="embedded"),
+    # LCM distilled UNets take w as an input (time_cond_proj_dim); do_classifier_free_guidance is never set
+    "LatentConsistencyModelPipeline": Guidance(kwarg="guidance_scale", kind="embedded"),
+    # class-conditional: DiT runs cond + null-class rows when guidance_scale > 1; consistency models have no CFG
+    "DiTPipeline": Guidance(kwarg="guidance_scale", kind="true_cfg", condition="class"),
+    "ConsistencyModelPipeline": Guidance(kind="none", condition="class"),
 }
 
 PAPER_PROMPT = "a photo of a {class_name}"
@@ -91,3 +111,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prompt": PAPER_PROMPT, "eval_size": 256, "resize": "lanczos",
     },
 }
+
+# presets whose hub repository is gated (the licence is accepted on the hub page before a download works)
+GATED = frozenset({"sd3.5-large", "sd3.5-large-turbo", "flux.1-dev"})
+
+# The field's few-step checkpoints and their teachers (pure data, kept apart: bench/models/fewstep_presets.py)
+from bench.models.fewstep_presets import FEW_STEP_PRESETS  # noqa: E402
+
+PRESETS.update(FEW_STEP_PRESETS)
