@@ -385,3 +385,28 @@ def test_class_conditional_pipelines_get_the_dataset_labels(kind, classes, folde
     gen.bind_dataset(Data(classes + 2))                               # a dataset with more classes than the model
     with pytest.raises(DiffusersError, match=f"label {classes} is outside the model's classes 0..{classes - 1}"):
         run_adapter(gen, labels=[0, classes])
+
+
+# ---------------------------------------------------------------------------------------------------- presets
+def test_presets_run_their_pipeline_class_and_a_wrong_guidance_declaration_fails_its_cell(folder, tmp_path):
+    """The preset adapters on the tiny pipelines of their class (the preset's scheduler, spacing and guidance kept;
+    size and dtype shrunk): counted NFE equals the preset's declaration at cfg 1 and 3; the same presets given a
+    wrong guidance declaration by the suite fail their cfg-3 cell with the NFE check (SDXL-Turbo's true CFG declared
+    embedded; DiT's declared none, so the pipeline's own default scale 4.0 doubles its rows unannounced)."""
+    small = {"dtype": "float32", "eval_size": 16, "resolution": None, "load_kwargs": {}}
+    presets = {"sdxl-turbo": ("sdxl", {"kind": "embedded"}), "dit-xl-2-256": ("dit", {"kind": "none",
+                                                                                     "condition": "class"})}
+    models = []
+    for name, (kind, wrong) in presets.items():
+        for mid, extra in ((name, {}), (f"{name}-wrong", {"guidance": wrong})):
+            models.append({"id": mid, "adapter": name, "weights": str(folder(kind)), "options": {**small, **extra},
+                           "steps": [STEPS], "cfg": [1.0, 3.0]})
+    db = tmp_path / "p.duckdb"
+    Runner(Suite.parse(suite_text(models), "p.yaml"), db=db, progress=False).run()
+    df = bench.load(db)
+    status = {(r.model, r.cfg): (r.status, r.error or "", r.nfe, r.nfe_declared) for r in df.itertuples()}
+    for name in presets:
+        assert status[(name, 1.0)][:1] == ("ok",) and status[(name, 1.0)][2:] == (STEPS, STEPS)
+        assert status[(name, 3.0)][:1] == ("ok",) and status[(name, 3.0)][2:] == (2 * STEPS, 2 * STEPS)
+        st, err = status[(f"{name}-wrong", 3.0)][:2]
+        assert st == "failed" and "NFE check" in err, (name, err)
