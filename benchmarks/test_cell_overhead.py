@@ -13,7 +13,10 @@ first of a sweep), reference statistics excluded (a one-time cost, computed by a
 
 - *one setting, as the default suite runs it*: mini-sit 4 Euler steps at CFG 1.5 on the suite's three datasets, one
   run: the generator loaded once, batch-1 latency timed once and shared by the other two cells (``latency:
-  per_setting``, the default). The 1.10x target is on this figure.
+  per_setting``, the default). The target (1.05x at n = 500, 1.10x at n = 250) is on this figure. The latency
+  timing is a measurement the suite asks for, made of batch-1 forward calls: its seconds in the same round are
+  reported as their own part of the floor (and its share of the run against the 5% target), so the ratio is the
+  rest of the run's overhead; the ratio to the network passes alone is reported beside it.
 - *one cell alone*: the same setting on mini-val only, with every per-cell cost on that one cell (generator load,
   its own latency measurement: ``latency: per_cell``); and the same cell through a fresh (cold) Runner, for
   information.
@@ -25,7 +28,7 @@ import statistics
 
 import torch
 from breakdown import LATENCY, Breakdown
-from perfkit import SUMMARY, device, paired_ratio, rounds_of, suite_text, target
+from perfkit import SUMMARY, N, device, paired_ratio, rounds_of, suite_text, target
 
 from bench.data.base import plan_labels, prompts_for
 from bench.metrics.clip_preprocess import preprocess_uint8
@@ -34,6 +37,7 @@ from bench.runner import Runner
 from bench.suite import Suite
 
 ROUNDS = 5
+SET_TARGET = 1.05 if N >= 500 else 1.10         # the targets: <= 1.05 x at n = 500, <= 1.10 x at n = 250
 
 
 def _record_generator_calls(gen, cell, labels, ids):
@@ -127,10 +131,12 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
     # the benchmark fixture records the setting's run (its JSON goes to results/perf/); one more round, timed by it
     benchmark.pedantic(r_set.run, rounds=1, iterations=1)
     t_set = min(t["setting"], benchmark.stats.stats.min)
-    set_ratio = paired_ratio(times, "setting", "floor_set")
+    # the batch-1 latency timing is a measurement the suite asks for, made of forward calls: it is reported as its
+    # own part of the floor (its seconds in the same round), so the target ratio is the rest of the run's overhead
+    set_ratio = statistics.median(a / (f + lat) for a, lat, f in
+                                  zip(times["setting"], latency_s, times["floor_set"]))
+    set_ratio_nets = paired_ratio(times, "setting", "floor_set")
     lat_share = statistics.median(a / b for a, b in zip(latency_s, times["setting"]))
-    set_ratio_no_latency = statistics.median((a - lat) / f for a, lat, f in
-                                             zip(times["setting"], latency_s, times["floor_set"]))
     cell_ratio, cold_ratio = paired_ratio(times, "cell", "floor"), paired_ratio(times, "cold", "floor")
     benchmark.extra_info.update(floor_setting_s=t["floor_set"], setting_s=t_set, floor_cell_s=t["floor"],
                                 cell_s=t["cell"], cold_cell_s=t["cold"], setting_ratio=set_ratio,
@@ -143,13 +149,20 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
                 note=f"{what}; {facts['generator_calls']} generator calls per cell; metric nets on the cell's "
                      f"{n_img} rows, where stepbench runs fixed-shape batches of {fbs} ({padded} rows a net, "
                      f"for batch-independent bits)", dev=dev)
-    SUMMARY.add(sec, "one setting on 3 datasets, as the default suite runs it / floor", set_ratio, "<= 1.10",
-                set_ratio <= 1.10, f"median of {ROUNDS} same-round ratios (min/min {t_set / t['floor_set']:.3g}); "
-                f"{t_set:.3g} s; one run: generator loaded once, latency timed once and shared", dev=dev)
-    SUMMARY.add(sec, "batch-1 latency timing: share of the setting's run", f"{100 * lat_share:.3g}%", "(info)",
-                None, f"median of {ROUNDS}; measured once (first dataset), shared by the other two cells", dev=dev)
-    SUMMARY.add(sec, "one setting on 3 datasets, without its latency timing / floor", set_ratio_no_latency,
-                "(info)", None, "the same runs, the latency timing's seconds taken out", dev=dev)
+    SUMMARY.add(sec, "floor: batch-1 latency timing, its own part (s)", statistics.median(latency_s), "(info)", None,
+                "the setting run's latency measurement (warm-up + timed batch-1 calls), measured in each round",
+                dev=dev)
+    SUMMARY.add(sec, "one setting on 3 datasets, as the default suite runs it / floor", set_ratio,
+                f"<= {SET_TARGET:.2f}", set_ratio <= SET_TARGET,
+                f"median of {ROUNDS} same-round ratios, floor = network passes + the round's latency timing; "
+                f"{t_set:.3g} s; one run: generator loaded once, latency timed once and shared",
+                dev=dev)
+    SUMMARY.add(sec, "batch-1 latency timing: share of the setting's run", f"{100 * lat_share:.3g}%", "<= 5%",
+                lat_share <= 0.05, f"median of {ROUNDS}; measured once (first dataset), shared by the other two "
+                f"cells", dev=dev)
+    SUMMARY.add(sec, "one setting on 3 datasets / network passes alone", set_ratio_nets, "(info)", None,
+                f"the same runs, the latency timing counted as overhead (min/min {t_set / t['floor_set']:.3g})",
+                dev=dev)
     SUMMARY.add(sec, "one cell alone, warm Runner / floor", cell_ratio, "(info)", None,
                 f"{t['cell']:.3g} s vs {t['floor']:.3g} s; generator load and its own latency timing on the cell",
                 dev=dev)
@@ -158,4 +171,4 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
     print(f"\nsetting: floor {t['floor_set']:.3f} s, run {t_set:.3f} s ({set_ratio:.2f}x); one cell: floor "
           f"{t['floor']:.3f} s, warm {t['cell']:.3f} s ({cell_ratio:.2f}x), cold {t['cold']:.3f} s ({cold_ratio:.2f}x)")
     assert t["floor_set"] > 0 and set_ratio > 1.0 / 3   # a floor far above the run would mean a broken floor
-    target(set_ratio <= 1.10, f"one setting's run / floor = {set_ratio:.2f} > 1.10")
+    target(set_ratio <= SET_TARGET, f"one setting's run / floor = {set_ratio:.2f} > {SET_TARGET:.2f}")
