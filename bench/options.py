@@ -105,6 +105,14 @@ def problems(model: type[BaseModel], err: ValidationError) -> list[tuple[str, st
             for key, msgs in merged.items()]
 
 
+def keyed_when_set(dumped: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``dumped`` without the options whose value equals their entry in ``defaults``. An option added after cells
+    were stored is dumped through this (a ``model_serializer(mode="wrap")``), so it stays out of the validated dict,
+    and out of every cell key, until a suite sets it; validating the result fills the default back in, so
+    ``validated`` stays idempotent."""
+    return {k: v for k, v in dumped.items() if k not in defaults or v != defaults[k]}
+
+
 def validated(model: type[BaseModel], options: dict[str, Any] | None) -> dict[str, Any]:
     """``options`` checked against ``model`` with defaults filled in, as plain JSON-like data (the form stored in
     cell configs and keys). Raises `OptionsError` listing every problem."""

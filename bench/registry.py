@@ -209,6 +209,9 @@ METRICS = Registry("metric", "bench.metrics.base:Metric", "stepbench.metrics", {
     "clip_score": "bench.metrics.clip_score:ClipScore",
     "pickscore": "bench.metrics.clip_score:PickScore",
     "fd_dinov2": "bench.metrics.fd_dinov2:FdDinov2",
+    "fd_dinov2_dgm": "bench.metrics.fd_dinov2_dgm:FdDinov2Dgm",
+    "cmmd": "bench.metrics.cmmd:Cmmd",
+    "image_reward": "bench.metrics.image_reward:ImageReward",
 })
 
 DATASETS = Registry("dataset", "bench.data.base:Dataset", "stepbench.datasets", {

@@ -25,7 +25,7 @@ from bench import registry
 from bench.data.base import DatasetError
 from bench.data.decode import EXTS
 
-PROMPT_METRICS = ("clip_score", "pickscore")
+PROMPT_METRICS = ("clip_score", "pickscore", "image_reward")
 SOURCES = {"imagefiles": "bench.data.image_files:ImageFiles", "npz": "bench.data.image_files:NpzImages",
            "prompted": "bench.data.prompted:Prompted"}
 

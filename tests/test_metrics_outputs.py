@@ -13,7 +13,7 @@ from bench.metrics.base import Metric, MetricError
 from bench.mini import data
 from bench.options import OptionsError
 from bench.outputs import find
-from tests.tiny_models import save_tiny_dinov2
+from tests.tiny_models import save_tiny_clip, save_tiny_dinov2
 
 CPU = torch.device("cpu")
 
@@ -36,18 +36,28 @@ OLD_DEFAULTS["pickscore"] = {**OLD_DEFAULTS["clip_score"], "model": "yuvalkirsta
 
 
 @pytest.fixture(scope="module")
-def tiny_dinov2(tmp_path_factory):
-    return save_tiny_dinov2(tmp_path_factory.mktemp("tiny-dinov2"))
+def tiny(tmp_path_factory):
+    """The toy networks the metrics run on: DINOv2, CLIP and ImageReward, random and tiny, saved once."""
+    from tests.test_metrics_image_reward import save_tiny_image_reward
+    weights, tokenizer, _ = save_tiny_image_reward(tmp_path_factory.mktemp("tiny-image-reward"))
+    return {"dinov2": str(save_tiny_dinov2(tmp_path_factory.mktemp("tiny-dinov2"))),
+            "clip": str(save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))),
+            "image_reward": (str(weights), str(tokenizer))}
 
 
-def tiny_options(name: str, tiny_dinov2) -> dict:
+def tiny_options(name: str, tiny) -> dict:
     """Options that make the built-in metric ``name`` run on toy networks, every optional output on."""
+    extras = {"density_coverage": True, "fd_inf": True}
     return {
         "fid_is_kid": {"feature_extractor": "toy-extractor", "kid_subset_size": 10, "kid_subsets": 5,
-                       "batch_size": 16, "bootstrap": 3},
+                       "batch_size": 16, "bootstrap": 3, "density_coverage": True, "fid_inf": True},
         "clip_score": {"backend": "mini", "model": "clip", "batch_size": 10, "bootstrap": 20},
         "pickscore": {"backend": "mini", "model": "pick", "batch_size": 10, "bootstrap": 20},
-        "fd_dinov2": {"model": str(tiny_dinov2), "batch_size": 8},
+        "fd_dinov2": {"model": tiny["dinov2"], "batch_size": 8, **extras},
+        "fd_dinov2_dgm": {"model": tiny["dinov2"], "batch_size": 8, **extras},
+        "cmmd": {"model": tiny["clip"], "batch_size": 8},
+        "image_reward": {"model": tiny["image_reward"][0], "tokenizer": tiny["image_reward"][1], "batch_size": 8,
+                         "bootstrap": 20},
     }.get(name) or pytest.fail(f"metric {name!r}: add options that run it on toy networks to tiny_options")
 
 
@@ -56,10 +66,10 @@ BUILTIN = [n for n in registry.METRICS.names() if str(registry.METRICS.target(n)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-def test_every_returned_value_is_declared(name, tmp_path, tiny_dinov2):
+def test_every_returned_value_is_declared(name, tmp_path, tiny):
     cls = registry.resolve("metric", name)
     assert issubclass(cls, Metric) and cls.name == name
-    m = cls(tiny_options(name, tiny_dinov2), CPU, tmp_path)
+    m = cls(tiny_options(name, tiny), CPU, tmp_path)
     images, labels = data.batch("ood", 0, 20)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels)
     acc = m.accumulator(MiniDataset("mini-val", 30))
@@ -82,13 +92,15 @@ def test_an_undeclared_value_is_a_bug_of_its_metric():
 
 
 def test_the_loop_covers_every_shipped_metric():
-    assert {"fid_is_kid", "clip_score", "pickscore", "fd_dinov2"} <= set(BUILTIN)
+    assert {"fid_is_kid", "clip_score", "pickscore", "fd_dinov2", "fd_dinov2_dgm", "cmmd", "image_reward"} <= \
+        set(BUILTIN)
 
 
 def test_declared_directions_and_labels():
     want = {"fid": (False, "FID"), "is": (True, "IS"), "kid": (False, "KID"), "precision": (True, "Precision"),
             "recall": (True, "Recall"), "clip_score": (True, "CLIP Score"), "pickscore": (True, "PickScore"),
-            "fd_dinov2": (False, "FD-DINOv2"), "is_std": (None, "IS std"), "fid_ci_low": (None, "FID CI low"),
+            "fd_dinov2": (False, "FD-DINOv2"), "is_std": (None, "IS std"), "density": (True, "Density"),
+            "coverage": (True, "Coverage"), "fid_inf": (False, "FID-inf"), "fid_ci_low": (None, "FID CI low"),
             "clip_score_ci_high": (None, "CLIP Score CI high"), "pickscore/class/7": (None, "PickScore per class")}
     classes = [registry.resolve("metric", n) for n in BUILTIN]
     for value, (higher, label) in want.items():

@@ -80,12 +80,14 @@ def add(sub) -> None:
                    ".npz, or a registered dataset name (`bench ls datasets`), e.g. imagenet-val")
     p.add_argument("--metrics", type=metric_list, default=("fid_is_kid",), metavar="M1,M2",
                    help="comma-separated metric names (`bench ls metrics`): fid_is_kid (FID, IS, KID, precision, "
-                        "recall), clip_score, pickscore, fd_dinov2 (default: fid_is_kid)")
+                        "recall; density, coverage, fid_inf when set), clip_score, pickscore, image_reward (these "
+                        "three need --prompts or --labels), fd_dinov2, fd_dinov2_dgm, cmmd (default: fid_is_kid)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--prompts", default=None, metavar="FILE", help="for clip_score / pickscore: a UTF-8 file with one "
-                   "prompt per line, line i for image i (sorted file names, or .npz rows)")
-    g.add_argument("--labels", action="store_true", help="for clip_score / pickscore: prompts from the class ids the "
-                   ".npz carries (arr_1 / labels), named by the reference's classes and prompt template")
+    g.add_argument("--prompts", default=None, metavar="FILE", help="for clip_score / pickscore / image_reward: a "
+                   "UTF-8 file with one prompt per line, line i for image i (sorted file names, or .npz rows)")
+    g.add_argument("--labels", action="store_true", help="for clip_score / pickscore / image_reward: prompts from "
+                   "the class ids the .npz carries (arr_1 / labels), named by the reference's classes and prompt "
+                   "template")
     p.add_argument("-o", "--option", type=option, action="append", default=[], metavar="SCOPE.KEY=VALUE",
                    help="an option of a metric (fid_is_kid.kid_subset_size=100) or of the reference dataset "
                         "(ref.transform=adm); repeatable; checked like a suite's options")

@@ -5,7 +5,10 @@ world's ``mini-classifier`` registers itself on use. Weights: ``feature_extracto
 ``$VAR/file`` or ``hf://org/repo/file``, through `bench.hub.resolve_weights`), else ``$STEPBENCH_INCEPTION_WEIGHTS``
 for inception-v3-compat, else torch-fidelity's own file in the torch hub cache (downloaded there when online).
 Statistics are float64; IS uses a seeded permutation (the generation order is class-ordered) in 10 splits;
-precision/recall use k = 3 nearest neighbours; an optional seeded bootstrap gives a FID interval.
+precision/recall use k = 3 nearest neighbours; an optional seeded bootstrap gives a FID interval. Opt-in extras on
+the same FID-layer features: density and coverage (``density_coverage``, k = ``dc_neighborhood``: `bench.metrics.prdc`,
+the real radii cached with the reference) and FID-infinity (``fid_inf``: `bench.metrics.fd_infinity`). Their options
+stay out of the validated dict (and so of every cell key) while at their defaults, so existing cells keep their keys.
 Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`); in
 memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's Gram matrix)
 for the next cell. KID is torch-fidelity's, evaluated on Gram blocks (`bench.metrics.kid`, bit for bit), and the
@@ -24,7 +27,7 @@ from typing import Annotated, Any
 
 import torch
 import torch_fidelity
-from pydantic import Field
+from pydantic import Field, model_serializer
 from safetensors.torch import load_file
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
@@ -33,10 +36,11 @@ from torch_fidelity.utils import create_feature_extractor
 
 from bench.cell import canonical_json
 from bench.hub import WeightsNotFound, resolve_weights
-from bench.metrics import blas, bootstrap, kid, prc
+from bench.metrics import blas, bootstrap, fd_extras, fd_infinity, kid, prc, prdc
 from bench.metrics.base import Metric, MetricError, PerSampleAccumulator, StrictOptions, companion, fixed_shape_forward
 from bench.metrics.bootstrap import Level, Resamples
 from bench.metrics.refcache import RefCache, library_versions, with_numerics
+from bench.options import keyed_when_set
 from bench.outputs import Output
 from bench.provenance import sha256_path
 from bench.tempfiles import temp_name
@@ -68,7 +72,24 @@ class FidIsKidOptions(StrictOptions):
     bootstrap: Resamples = 0
     bootstrap_seed: int = 2020
     bootstrap_level: Level = 0.95
+    density_coverage: bool = False                        # density and coverage (Naeem et al. 2020)
+    dc_neighborhood: prdc.Neighbours = 5
+    fid_inf: bool = False                                 # FID-infinity (Chong & Forsyth 2020)
+    fid_inf_points: fd_infinity.Points = 15
+    fid_inf_seed: int = 2020
 
+    @model_serializer(mode="wrap")
+    def _keyed(self, handler) -> dict[str, Any]:
+        """The validated dict without the extras' options at their defaults: earlier cells keep their keys."""
+        return keyed_when_set(handler(self), EXTRAS)
+
+
+# The options added after cells were stored, keyed only when set (name -> default)
+EXTRAS = {k: FidIsKidOptions.model_fields[k].default
+          for k in ("density_coverage", "dc_neighborhood", "fid_inf", "fid_inf_points", "fid_inf_seed")}
+# The extras' value names (`bench.metrics.fd_extras.extras`)
+EXTRA_NAMES = {"density": "density", "coverage": "coverage", "inf": "fid_inf", "slope": "fid_inf_slope",
+               "residual": "fid_inf_residual"}
 
 INCEPTION_ENV = "STEPBENCH_INCEPTION_WEIGHTS"
 # How each extractor turns uint8 images into its input (part of the reference-cache key and of every row).
@@ -102,10 +123,12 @@ MAX_REFERENCES = 3
 class Reference:
     """What depends on one reference set alone: its FID-layer features, the k-NN radii of its manifold (precision /
     recall; None without them) and what `FidIsKid.compute` derives from them on first use (``derived``: FID
-    statistics, KID's Gram matrix). A cell's accumulator holds its own, so a cell finishing on a worker thread
+    statistics, KID's Gram matrix); ``dc_radii``: density/coverage's k-NN radii (None unless asked for), kept in
+    the same cache entry. A cell's accumulator holds its own, so a cell finishing on a worker thread
     while the next cell, of another dataset, starts never reads the other's."""
     features: torch.Tensor
     radii: torch.Tensor | None = None
+    dc_radii: torch.Tensor | None = None
     derived: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,7 +139,10 @@ class FidIsKid(Metric):
     outputs = (Output("fid", False, "FID"), Output("is", True, "IS"), companion("is_std", "IS", "std"),
                Output("kid", False, "KID"), companion("kid_std", "KID", "std"),
                Output("precision", True, "Precision"), Output("recall", True, "Recall"),
-               companion("fid_ci_low", "FID", "CI low"), companion("fid_ci_high", "FID", "CI high"))
+               companion("fid_ci_low", "FID", "CI low"), companion("fid_ci_high", "FID", "CI high"),
+               Output("density", True, "Density"), Output("coverage", True, "Coverage"),
+               Output("fid_inf", False, "FID-inf"), companion("fid_inf_slope", "FID-inf", "slope"),
+               companion("fid_inf_residual", "FID-inf", "fit residual"))
 
     def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
         super().__init__(options, device, cache_dir)
@@ -194,7 +220,8 @@ class FidIsKid(Metric):
         return {"implementation": f"torch-fidelity {torch_fidelity.__version__}", **self.opt,
                 "feature_layer_fid": self.layer_fid, "feature_layer_isc": self.layer_isc,
                 "weights": self.weights_id(), "resize": self.preprocess(), "statistics": "float64",
-                "isc_shuffle": "seeded permutation", "bootstrap_over": "generated samples (reference fixed)"}
+                "isc_shuffle": "seeded permutation", "bootstrap_over": "generated samples (reference fixed)",
+                **fd_extras.described(self.options, "fid_inf")}
 
     # -- features -------------------------------------------------------------------------------------------
     def _safe_weights_path(self) -> str:
@@ -270,8 +297,10 @@ class FidIsKid(Metric):
                 entry = {**entry, name: prc.radii(entry["features"], k, bs)}
                 self.cache.save(material, entry)
             radii = entry[name]
+        # density/coverage's radii (k = dc_neighborhood; None when off): in the same entry
+        entry, dc_radii = fd_extras.reference_radii(self.cache, material, entry, self.options, self.name)
         with self._refs_lock:
-            ref = self._refs.setdefault(key, Reference(entry["features"], radii))   # another thread's, if first
+            ref = self._refs.setdefault(key, Reference(entry["features"], radii, dc_radii))   # another's, if first
             self._refs.move_to_end(key)
             while len(self._refs) > MAX_REFERENCES:
                 self._refs.popitem(last=False)
@@ -338,4 +367,6 @@ class FidIsKid(Metric):
         if o["bootstrap"]:
             out["fid_ci_low"], out["fid_ci_high"] = bootstrap.statistic_ci(
                 gen_fid, fid_of, o["bootstrap"], o["bootstrap_seed"], o["bootstrap_level"])
+        out.update(fd_extras.extras(self.options, EXTRA_NAMES, gen_fid, ref_fid, reference.dc_radii, fid_of,
+                                    self.name, inf="fid_inf"))
         return out

@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, create_model, field_validator, model_serializer, model_validator
 
 from bench.models.diffusers_presets import PRESETS, Guidance
-from bench.options import StrictOptions
+from bench.options import StrictOptions, keyed_when_set
 
 Name = Annotated[str, Field(min_length=1)]
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -177,11 +177,7 @@ class DiffusersOptions(StrictOptions):
 
     @model_serializer(mode="wrap")
     def _keyed(self, handler) -> dict[str, Any]:
-        out = handler(self)
-        for k, default in _KEYED_WHEN_SET.items():
-            if k in out and out[k] == default:
-                out.pop(k)
-        return out
+        return keyed_when_set(handler(self), _KEYED_WHEN_SET)
 
     def schedule(self, steps: int) -> tuple[str, list] | None:
         """("timesteps" | "sigmas", the list) for ``steps`` when explicit schedules are given, else None; a step

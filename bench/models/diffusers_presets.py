@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_serializer, model_validator
 
-from bench.options import StrictOptions
+from bench.options import StrictOptions, keyed_when_set
 
 Kind = Literal["true_cfg", "embedded", "none"]
 Condition = Literal["prompt", "class"]
@@ -66,10 +66,7 @@ class Guidance(StrictOptions):
     def _keyed(self, handler) -> dict[str, Any]:
         """``condition`` is left out at its default, so mappings (and cell keys) from before it existed keep
         their form; validating the dump gives the same mapping back."""
-        out = handler(self)
-        if out.get("condition") == "prompt":
-            out.pop("condition")
-        return out
+        return keyed_when_set(handler(self), {"condition": "prompt"})
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
