@@ -1,4 +1,5 @@
-"""Cost of the metrics `cmmd` and `fd_dinov2_dgm` per 1,000 generated images on the device `make perf` runs on.
+"""Cost of the metrics `cmmd`, `fd_dinov2_dgm`, `image_reward` and of fid_is_kid's density/coverage and FID-infinity
+extras per 1,000 generated images on the device `make perf` runs on.
 
 Each metric runs through its own code (preprocessing, fixed-shape network batches, statistic) on a network with
 random weights and the real architecture's shape (the weights cannot be downloaded here; speed does not depend on
@@ -91,3 +92,58 @@ def test_fd_dinov2_dgm_cost_per_1000_images(benchmark, tmp_path):
     _measure(benchmark, FdDinov2Dgm({"model": "random", "batch_size": _images_per_call(dev)}, dev, tmp_path), net,
              lambda m, x: m.features(x), lambda m: m.distance(gen, ref), dev,
              "random DINOv2 ViT-L/14, 256 px uint8 in")
+
+
+def test_image_reward_cost_per_1000_images(benchmark, tmp_path):
+    """ImageReward-v1.0's shape (BLIP ViT-L/16 at 224, BERT-base with cross-attention, the 5-layer head), random;
+    every image scored against a 35-token prompt (tokenized once per distinct prompt, so not timed)."""
+    from bench.metrics.image_reward import MAX_TOKENS, ImageReward
+    from bench.metrics.image_reward_net import ImageRewardNet
+    dev = device()
+    torch.manual_seed(0)
+    net = ImageRewardNet({"vision_width": 1024, "vision_layers": 24, "patch": 16, "image_size": 224,
+                          "vision_mlp": 4096, "text_width": 768, "text_layers": 12, "vocab": 30524,
+                          "text_positions": 512, "text_ffn": 3072, "encoder_width": 1024,
+                          "head": [1024, 128, 64, 16, 1]}).eval().to(dev)
+    n = _images_per_call(dev)
+    metric = ImageReward({"model": "random", "batch_size": n}, dev, tmp_path)
+    metric._net = net
+    metric._tokens["p"] = (torch.randint(1000, 30000, (MAX_TOKENS,)), torch.ones(MAX_TOKENS, dtype=torch.long))
+    images = torch.randint(0, 256, (n, 256, 256, 3), dtype=torch.uint8)
+    per_image = _median_s(lambda: metric.scores(images, ["p"] * n), dev) / n
+    net_s = 1000 * per_image
+    SUMMARY.add(SEC, "image_reward: s per 1,000 images (network + preprocessing; the mean and bootstrap are "
+                "microseconds)", f"{net_s:.4g}", note=f"random ImageReward-v1.0-shaped BLIP, 256 px uint8 in; "
+                f"network timed on {n} images", dev=dev)
+    benchmark.extra_info.update(device=str(dev), network_s_per_1000=net_s)
+    assert net_s > 0
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
+def test_density_coverage_and_fid_inf_cost_per_1000_images(benchmark):
+    """The opt-in extras of fid_is_kid on 2,048-d (Inception pool) features, n = 1,000 generated against 1,000 real:
+    they reuse the features fid_is_kid computes, so their cost is the statistic alone (the real radii are computed
+    once per reference set: timed apart)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from bench.metrics import fd_infinity, prdc
+    dev = device()
+    g = torch.Generator().manual_seed(0)
+    gen, ref = torch.randn(N_STAT, 2048, generator=g), torch.randn(N_STAT, 2048, generator=g)
+    radii_s = _median_s(lambda: prdc.radii(ref, 5), dev)
+    radii = prdc.radii(ref, 5)
+    dc_s = _median_s(lambda: prdc.density_coverage(gen, ref, radii, 5), dev)
+    ref_stats = fid_features_to_statistics(ref.double())
+
+    def fd_of(x):
+        return float(fid_statistics_to_metric(ref_stats, fid_features_to_statistics(x.double()),
+                                              verbose=False)["frechet_inception_distance"])
+    inf_s = _median_s(lambda: fd_infinity.fd_infinity(gen, fd_of, 15, 2020), dev, calls=1)
+    SUMMARY.add(SEC, f"density + coverage (fid_is_kid extra): s per cell at n = {N_STAT}", f"{dc_s:.3g}",
+                note=f"2,048-d features vs {N_STAT} real; the real radii once per reference set: {radii_s:.3g} s",
+                dev=dev)
+    SUMMARY.add(SEC, f"fid_inf (fid_is_kid extra): s per cell at n = {N_STAT}", f"{inf_s:.3g}",
+                note="15 subset sizes, one covariance + sqrtm each (torch-fidelity's FID)", dev=dev)
+    benchmark.extra_info.update(device=str(dev), density_coverage_s=dc_s, radii_s=radii_s, fid_inf_s=inf_s)
+    assert dc_s > 0 and inf_s > 0
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
