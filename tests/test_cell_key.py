@@ -89,7 +89,7 @@ def edits():
         cls = registry.resolve("metric", metric)
         defaults = cls.validate_options(BASE["metrics"][metric])
         for name, field in cls.Options.model_fields.items():
-            new = changed(defaults[name], field)
+            new = changed(defaults.get(name, field.default), field)     # keyed-when-set options: not dumped
             if new is not None:
                 out.append((f"{metric}.{name}", at(("metrics", metric, name), new)))
     return out
