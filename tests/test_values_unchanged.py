@@ -248,14 +248,19 @@ models:
 """
 
 
-def stored_rows(db) -> dict[tuple, dict[str, float]]:
-    """(model, dataset, steps, cfg) -> every stored metric row of that cell, per-class rows included."""
+def _query(db, sql: str) -> list[tuple]:
+    """The rows of ``sql`` on a store opened read-only (closed again)."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        rows = con.execute("SELECT c.model_id, c.dataset, c.steps, c.cfg, m.metric, m.value FROM metrics m "
-                           "JOIN cells c USING (key) WHERE c.status = 'ok'").fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def stored_rows(db) -> dict[tuple, dict[str, float]]:
+    """(model, dataset, steps, cfg) -> every stored metric row of that cell, per-class rows included."""
+    rows = _query(db, "SELECT c.model_id, c.dataset, c.steps, c.cfg, m.metric, m.value FROM metrics m "
+                      "JOIN cells c USING (key) WHERE c.status = 'ok'")
     out: dict[tuple, dict[str, float]] = {}
     for model, ds, steps, cfg, metric, value in rows:
         out.setdefault((model, ds, steps, cfg), {})[metric] = value
@@ -305,12 +310,8 @@ WANTED = [("mini-sit", "mini-val", 4, 1.5), ("mini-sit", "mini-ood", 1, 1.0), ("
 
 def _cells(db) -> dict[tuple, tuple[str, dict]]:
     """(model, dataset, steps, cfg) -> (key, provenance) of a store's ok default-suite cells."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute("SELECT model_id, dataset, steps, cfg, key, provenance FROM cells "
-                           "WHERE suite = 'mini' AND status = 'ok'").fetchall()
-    finally:
-        con.close()
+    rows = _query(db, "SELECT model_id, dataset, steps, cfg, key, provenance FROM cells "
+                      "WHERE suite = 'mini' AND status = 'ok'")
     return {tuple(r[:4]): (r[4], json.loads(r[5])) for r in rows}
 
 

@@ -27,7 +27,6 @@ from bench import hub, registry
 from bench.hub import expand_env, resolve_weights
 from bench.models.diffusers_options import Component, DiffusersError, DiffusersOptions
 
-ComposeError = DiffusersError          # a bad ``lora`` or ``components`` entry; the message names the option
 
 def _file_ref(ref: str, file: str | None) -> tuple[str, str | None]:
     """(location, file in it): ``weights`` naming a .safetensors file itself counts as that file."""
@@ -90,7 +89,7 @@ def requirements(o: DiffusersOptions) -> list:
 
 
 def model_class(name: str, where: str) -> type:
-    """The diffusers model class ``name`` (a ModelMixin subclass), else a ComposeError naming ``where``."""
+    """The diffusers model class ``name`` (a ModelMixin subclass), else a DiffusersError naming ``where``."""
     import diffusers
 
     cls = getattr(diffusers, name, None)
@@ -98,7 +97,7 @@ def model_class(name: str, where: str) -> type:
         return cls
     known = [n for n in dir(diffusers) if isinstance(getattr(diffusers, n, None), type)
              and issubclass(getattr(diffusers, n), diffusers.ModelMixin)]
-    raise ComposeError(f"{where}.class: {name!r} is not a diffusers model class ({registry.hint(name, known)})")
+    raise DiffusersError(f"{where}.class: {name!r} is not a diffusers model class ({registry.hint(name, known)})")
 
 
 def build_components(o: DiffusersOptions, base: Path, model_id: str, dtype) -> dict[str, Any]:
@@ -118,7 +117,7 @@ def _build(name: str, c: Component, base: Path, model_id: str, dtype):
         try:
             return cls.from_pretrained(str(path), subfolder=c.subfolder, torch_dtype=dtype, use_safetensors=True)
         except (OSError, ValueError, EnvironmentError) as err:
-            raise ComposeError(f"{where}: {cls.__name__}.from_pretrained({str(path)!r}) failed: {err}") from None
+            raise DiffusersError(f"{where}: {cls.__name__}.from_pretrained({str(path)!r}) failed: {err}") from None
     weights_file = resolve_weights(loc, what=what, filename=file, revision=c.revision)
     if c.config:
         cfg_dir = resolve_weights(c.config, what=what + ".config")
@@ -128,7 +127,7 @@ def _build(name: str, c: Component, base: Path, model_id: str, dtype):
     try:
         config = cls.load_config(str(cfg_dir), subfolder=subfolder)
     except (OSError, ValueError, EnvironmentError) as err:
-        raise ComposeError(f"{where}: no {cls.__name__} config at {str(cfg_dir)!r} (subfolder {subfolder!r}): "
+        raise DiffusersError(f"{where}: no {cls.__name__} config at {str(cfg_dir)!r} (subfolder {subfolder!r}): "
                            f"{err}") from None
     module = cls.from_config(config)
     state = safetensors.torch.load_file(str(weights_file))
@@ -136,7 +135,7 @@ def _build(name: str, c: Component, base: Path, model_id: str, dtype):
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[:3]
-        raise ComposeError(f"{where}: {Path(weights_file).name} does not fit {cls.__name__} built from its config "
+        raise DiffusersError(f"{where}: {Path(weights_file).name} does not fit {cls.__name__} built from its config "
                            f"(strict loading): {' '.join(first)}") from None
     return module.to(dtype).eval()
 
@@ -148,10 +147,10 @@ def apply_loras(pipe, o: DiffusersOptions, model_id: str) -> list[dict[str, Any]
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise ComposeError("options.lora: LoRAs load with peft: pip install 'stepbench[hf]' (or pip install "
+        raise DiffusersError("options.lora: LoRAs load with peft: pip install 'stepbench[hf]' (or pip install "
                            "peft)") from None
     if not hasattr(pipe, "load_lora_weights"):
-        raise ComposeError(f"options.lora: {type(pipe).__name__} cannot load LoRAs (no load_lora_weights)")
+        raise DiffusersError(f"options.lora: {type(pipe).__name__} cannot load LoRAs (no load_lora_weights)")
     entries = [(x.adapter_name or f"lora{i}", i, x) for i, x in enumerate(o.lora)]
     fused = [e for e in entries if e[2].fuse]
     live = [e for e in entries if not e[2].fuse]
@@ -172,9 +171,9 @@ def _load(pipe, entries, model_id: str) -> None:
         path = resolve_weights(loc, what=f"model {model_id!r} {where}", filename=file, revision=x.revision)
         folder, weight_name = (path.parent, path.name) if path.is_file() else (path, None)
         if weight_name is not None and not weight_name.endswith(".safetensors"):
-            raise ComposeError(f"{where}: LoRAs load from safetensors only, got {weight_name!r}")
+            raise DiffusersError(f"{where}: LoRAs load from safetensors only, got {weight_name!r}")
         try:
             pipe.load_lora_weights(str(folder), weight_name=weight_name, adapter_name=name, use_safetensors=True)
         except (OSError, ValueError, KeyError) as err:
-            raise ComposeError(f"{where}: {type(pipe).__name__}.load_lora_weights failed: {err}") from None
+            raise DiffusersError(f"{where}: {type(pipe).__name__}.load_lora_weights failed: {err}") from None
     pipe.set_adapters([n for n, _, _ in entries], adapter_weights=[x.scale for _, _, x in entries])

@@ -181,7 +181,7 @@ class DiffusersOptions(StrictOptions):
 
     def schedule(self, steps: int) -> tuple[str, list] | None:
         """("timesteps" | "sigmas", the list) for ``steps`` when explicit schedules are given, else None; a step
-        count the schedules do not cover is a ValueError naming the option."""
+        count the schedules do not cover is a `DiffusersError` naming the option."""
         if not self.timesteps and not self.sigmas:
             return None
         for name in ("timesteps", "sigmas"):
@@ -189,13 +189,13 @@ class DiffusersOptions(StrictOptions):
             if steps in table:
                 return name, list(table[steps])
         given = sorted({*self.timesteps, *self.sigmas})
-        raise ValueError(f"options.timesteps / options.sigmas: no schedule for {steps} steps (given for {given})")
+        raise DiffusersError(f"options.timesteps / options.sigmas: no schedule for {steps} steps (given for {given})")
 
     def check_steps(self, steps: int) -> None:
         """Refuse a step count the weights were not distilled for, or one without its explicit schedule."""
         if self.trained_steps is not None and steps not in self.trained_steps:
-            raise ValueError(f"options.trained_steps: these weights are distilled for {self.trained_steps} steps, "
-                             f"the cell asks for {steps}")
+            raise DiffusersError(f"options.trained_steps: these weights are distilled for {self.trained_steps} "
+                                 f"steps, the cell asks for {steps}")
         self.schedule(steps)
 
     @field_validator("resolution")

@@ -194,20 +194,14 @@ class DiffusersPipeline(Generator):
 
     def _check(self, s: SamplerSettings) -> None:
         check_settings("diffusers", s, None)          # the solver is a scheduler class name, checked when built
-        o = self.opts if self._loaded else self.parse_options(s.options)
-        try:
-            o.check_steps(int(s.steps))
-        except DiffusersError:
-            raise
-        except ValueError as err:
-            raise DiffusersError(str(err)) from None
+        (self.opts if self._loaded else self.parse_options(s.options)).check_steps(int(s.steps))
 
     @classmethod
     def check_steps(cls, options: dict[str, Any], steps: int) -> str | None:
         """``trained_steps`` and the explicit schedules (``timesteps`` / ``sigmas``) must cover ``steps``."""
         try:
             cls.parse_options(options).check_steps(int(steps))
-        except ValueError as err:
+        except DiffusersError as err:
             return str(err)
         return None
 
