@@ -6,7 +6,10 @@ The local executor and the Ray executor (`bench.dist.ray_executor`) use the same
 - a shard carries accumulator states (feature and score rows by sample id), counts and timings, never images
   (except the few kept sample PNGs of the shard holding sample 0), so shards merge exactly in any split;
 - ``finish`` needs no generator: what it records about the model (declared NFE, ``describe()``) comes back in
-  the shards from the worker that had it loaded.
+  the shards from the worker that had it loaded;
+- a `CellResult` carries each per-sample metric's rows by sample id (`bench.metrics.base.Metric.per_sample`,
+  stored in ``sample_scores``) and, on an engine made with ``keep_features``, every per-sample accumulator's
+  sorted state for the feature store (`bench.features`); both come from the shards' states, whatever the split.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from tqdm import tqdm
 
 from bench import registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
-from bench.data.base import DatasetError, plan_labels
+from bench.data.base import DatasetError, plan_labels, prompts_for
 from bench.generation import generate, resolve_device, stream_cell
-from bench.metrics.base import numerics_mode
+from bench.metrics.base import PerSampleAccumulator, numerics_mode
 from bench.models.base import Generator, ModelSpec
 from bench.suite.schema import TimingEntry
 from bench.timing import measure, measure_stable, summarize
@@ -56,6 +59,23 @@ class CellResult:
     provenance: dict[str, Any]
     kept: list
     nfe: float
+    # stored metric name -> (sample ids, values), ordered by sample id: the ``sample_scores`` rows
+    per_sample: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # metric name -> (sorted state, metadata) for `bench.features.save`; empty unless the engine keeps features
+    features: dict[str, tuple[dict, dict]] = field(default_factory=dict)
+
+
+def sorted_state(states: list[dict]) -> dict[str, Any]:
+    """Shards' `PerSampleAccumulator` states merged, each row concatenated and ordered by sample id
+    (`PerSampleAccumulator.sorted_state`; no network is built: the rows are already embedded)."""
+    acc = PerSampleAccumulator(None, None)          # type: ignore[arg-type]  (never embeds nor finalizes)
+    for st in states:
+        acc.add_state(st)
+    return acc.sorted_state()
+
+
+def _is_rows_state(state) -> bool:
+    return isinstance(state, dict) and {"rows", "ids", "labels"} <= set(state)
 
 
 def statistics(merged: dict[str, Any]) -> tuple[dict[str, dict[str, float]], float]:
@@ -69,8 +89,10 @@ def statistics(merged: dict[str, Any]) -> tuple[dict[str, dict[str, float]], flo
 class Engine:
     """Models, datasets and metrics of one process, each built once; `run_shard` and `finish` over cell specs."""
 
-    def __init__(self, settings: RunSettings):
-        self.settings = settings
+    def __init__(self, settings: RunSettings, keep_features: bool = False):
+        """``keep_features``: `assemble` also hands back every per-sample accumulator's sorted state (the driver's
+        engine of a suite with ``keep_features: true``; workers never need it: they only run shards)."""
+        self.settings, self.keep_features = settings, keep_features
         for ref in settings.includes:              # the same user modules in every process
             registry.include(ref)
         self.device = resolve_device(settings.device)
@@ -231,7 +253,29 @@ class Engine:
         if backoffs:
             prov["out_of_memory_backoffs"] = backoffs
         prov.update(dataset.provenance())              # decode failures, unmapped folders
-        return CellResult(n, values, timings, prov, [k for sh in shards for k in sh.kept], nfe)
+        if getattr(dataset, "conditioning", "class") == "caption":     # the report's grids show the kept prompts
+            kept_ids = [k[0] for sh in shards for k in sh.kept]
+            ids = torch.tensor(kept_ids, dtype=torch.long)
+            prov["kept_prompts"] = dict(zip(map(str, kept_ids), prompts_for(dataset, torch.zeros_like(ids), ids)))
+        per_sample, features = self._rows(cs, shards, metrics, prov["dataset_fingerprint"])
+        return CellResult(n, values, timings, prov, [k for sh in shards for k in sh.kept], nfe, per_sample, features)
+
+    def _rows(self, cs: CellSpec, shards: list[Shard], metrics: dict[str, Any], fingerprint: str):
+        """(per-sample values, kept features) of a cell from its shards' states (see `CellResult`)."""
+        per_sample, features = {}, {}
+        for name, metric in metrics.items():
+            states = [sh.states[name] for sh in shards]
+            wanted = getattr(metric, "per_sample", {}) or {}
+            if not all(map(_is_rows_state, states)) or not (wanted or self.keep_features):
+                continue                             # a plugin's own accumulator: nothing per sample to store
+            state = sorted_state(states)
+            for row, stored in wanted.items():
+                if row in state["rows"]:
+                    per_sample[stored] = (state["ids"], state["rows"][row])
+            if self.keep_features:
+                features[name] = (state, {"version_key": metric.version_key(), "options": cs.cell.metrics[name],
+                                          "dataset_fingerprint": fingerprint, "cell_key": cs.key})
+        return per_sample, features
 
     # -- latency ------------------------------------------------------------------------------------------------
     def _latency(self, cell: Cell, adapter, labels, ids, batch_times, gen_batch: int) -> dict[str, tuple[float, str]]:

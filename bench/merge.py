@@ -1,14 +1,18 @@
 """`bench merge OUT IN...`: result stores into one, exactly, by content key (e.g. the parts of `bench run --part`).
 
 Every cell of every input is copied into OUT with all its rows (``cells``, ``metrics`` including per-class rows,
-``timings``, ``samples``) and the ``runs`` rows its cells came from. Equal keys mean equal configuration, weights,
-data and metric code (`bench.cell.Cell.key`), so a key present in two stores is the same measurement twice.
+``timings``, ``samples``, ``sample_scores``) and the ``runs`` rows its cells came from, and its kept features
+(`bench.features`: ``features/<key>/`` beside the input) into the folder beside OUT, before the cell's rows.
+Equal keys mean equal configuration, weights, data and metric code (`bench.cell.Cell.key`), so a key present in
+two stores is the same measurement twice.
 
 What a cell's *result* is, the thing compared: its status and n, every metric row (value, source, version,
 options, declared output, seq), the counted timings `COUNTED` (NFE) and the kept samples (id, label, PNG bytes).
 Measured wall-clock timings (latency, throughput, generate/score seconds, ``latency_shared``), ``seconds``,
 ``finished``, ``run_id`` and the provenance say when, where and how fast a result was measured: they travel with
-the copy that is kept but never make two copies differ.
+the copy that is kept but never make two copies differ. Per-sample scores (``sample_scores``) and kept features are
+the rows the metric values were computed from: they travel with the kept copy and are not compared (a store of
+the previous release has none, and is the same measurement).
 
 Rules for one key, over OUT's own copy first and then the inputs in command-line order:
 - present once: copied;
@@ -33,17 +37,19 @@ import hashlib
 import json
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bench.store import SCHEMA_VERSION, ResultStore, StoreError
+from bench import features
+from bench.store import CELL_TABLES, SCHEMA_VERSION, ResultStore, StoreError
 
 COUNTED = ("nfe", "nfe_declared")      # timings that are counts, part of a result; the others are measurements
 PREFER = ("newest", "first")
-TABLES = ("cells", "metrics", "timings", "samples")
+TABLES = ("cells", *CELL_TABLES)
 SRC = "stepbench_merge_src"            # the alias an input is attached under
 
 
@@ -182,7 +188,13 @@ def _merge(store: ResultStore, paths: list[Path | None], report: MergeReport, pr
     for src, schema in _sources(con, here, paths):
         keys = writes.get(src, [])
         if keys:
-            report.inputs[src - 1].runs = _write(con, schema, keys)
+            copied = _copy_features(Path(report.inputs[src - 1].path), store.path, keys)
+            try:
+                report.inputs[src - 1].runs = _write(con, schema, keys)
+            except BaseException:
+                for key in copied:                  # no features without their cell
+                    shutil.rmtree(features.root_for(store.path) / key, ignore_errors=True)
+                raise
 
 
 @contextmanager
@@ -330,7 +342,7 @@ def _write(con, schema: str, keys: list[str]) -> int:
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE merge_keys AS SELECT unnest(?::VARCHAR[]) AS key", [keys])
-        for table in ("metrics", "timings", "samples", "cells"):       # OUT's copy of a replaced key goes first
+        for table in (*CELL_TABLES, "cells"):                           # OUT's copy of a replaced key goes first
             con.execute(f"DELETE FROM {table} WHERE key IN (SELECT key FROM merge_keys)")
         for table in TABLES:
             copy_rows(con, schema, table)
@@ -350,9 +362,35 @@ def _write(con, schema: str, keys: list[str]) -> int:
 def copy_rows(con, schema: str, table: str) -> None:
     """Copy ``table``'s rows of the keys in ``merge_keys`` from the attached input (inside `_write`'s
     transaction; a module function so a test can kill the process between tables)."""
+    if not _has_table(con, schema, table):           # a previous release's input has no sample_scores
+        return
     cols = _columns(con, table)
     con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {schema}.{table} "
                 f"WHERE key IN (SELECT key FROM merge_keys)")
+
+
+def _has_table(con, schema: str, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND "
+                            "table_name = ?", [schema, table]).fetchone()[0])
+
+
+def _copy_features(src_db: Path, out_db: Path, keys: list[str]) -> list[str]:
+    """Copy the kept features of ``keys`` from beside ``src_db`` to beside ``out_db`` (each key's folder through a
+    temporary folder and a rename, replacing OUT's own); returns the keys copied."""
+    src, dst = features.root_for(src_db), features.root_for(out_db)
+    if not src.is_dir() or (dst.is_dir() and src.samefile(dst)):
+        return []
+    copied = []
+    for key in keys:
+        if not features.available(src, key):
+            continue
+        dst.mkdir(parents=True, exist_ok=True)
+        tmp = dst / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+        shutil.copytree(src / key, tmp)
+        shutil.rmtree(dst / key, ignore_errors=True)
+        tmp.rename(dst / key)
+        copied.append(key)
+    return copied
 
 
 def _columns(con, table: str) -> str:

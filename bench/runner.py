@@ -7,6 +7,10 @@ in this process, the Ray executor drives one per actor; both call only public me
 class. A failing cell is stored with its error and the sweep goes on; a killed run resumes where it stopped; a
 crash outside any cell marks the run ``failed`` (never ``ok``) and is raised; a store write that fails (disk full,
 permissions) stops the run with one `StoreError` line naming the store and the first cause, stored cells kept.
+A suite with ``keep_features: true`` also keeps each cell's accumulator rows in the feature store beside the store
+(`bench.features`): saved just before the cell's transaction and removed when it fails, so a cell's features are
+written with the cell or not at all; a skipped (stored) cell keeps its files, a re-run one (``overwrite``) rewrites
+them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from bench import parts, provenance, registry
+from bench import features, parts, provenance, registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
 from bench.engine import CellResult, Engine, Shard, statistics
 from bench.generation import (  # noqa: F401  (re-exported: the runner's public names before the engine split)
@@ -130,7 +134,9 @@ class Runner:
         self.settings = RunSettings(device=device or suite.spec.device, cache_dir=str(cache_dir),
                                     keep_samples=suite.spec.keep_samples, timing=suite.spec.timing.model_dump(),
                                     progress=progress, includes=tuple(includes))
-        self.engine = Engine(self.settings)          # the driver's own: keys, merging; the local executor's worker
+        # the driver's own engine: keys, merging, the kept features; the local executor's worker
+        self.engine = Engine(self.settings, keep_features=suite.spec.keep_features)
+        self.features_root = features.root_for(self.db)
         self.device = self.engine.device
         self.store: ResultStore | None = None
         self.run_id = ""
@@ -317,8 +323,18 @@ class Runner:
             self._log(f"{cell.model.id}: out of memory at batch {cell.batch_size}; generated in sub-batches of "
                       f"{prov['generation_batch']}")
         seconds = time.perf_counter() - t0
-        self.store.write(cs.key, self._row(cell, adapter, "ok", None, result.n, prov, seconds), result.values,
-                         result.timings, result.kept)
+        row = self._row(cell, adapter, "ok", None, result.n, prov, seconds)
+        saved = []                                   # features first (atomic files), then the cell's transaction
+        try:
+            for name, (state, meta) in result.features.items():
+                features.save(self.features_root, cs.key, name, state, meta)
+                saved.append(name)
+            self.store.write(cs.key, row, result.values, result.timings, result.kept, result.per_sample)
+        except BaseException as e:
+            features.discard(self.features_root, cs.key, saved)    # no features without their cell
+            if isinstance(e, OSError):               # the feature store's disk: stop as for the store's own
+                raise StoreWriteError(self.features_root / cs.key, e) from None
+            raise
         self.summary.ran += 1
         self.summary.images += result.n
         values = result.values
@@ -336,6 +352,8 @@ class Runner:
         prov = {"weights": wid, "adapter_version": adapter.version,
                 "traceback": "".join(traceback.format_exception(err))[-4000:]}
         self.store.write(key, self._row(cell, adapter, "failed", msg, None, prov, None), {}, {})
+        # a stored cell re-run (--overwrite) that failed: its rows are gone from the store, and so are its features
+        features.discard(self.features_root, key, features.available(self.features_root, key))
         self.summary.add_failure(cell, msg)        # printed once, grouped, at the end (`failure_lines`)
         self._bar.set_postfix(failed=self.summary.failed, refresh=False)
         self._bar.update(1)

@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS timings (
 CREATE TABLE IF NOT EXISTS samples (
     key VARCHAR NOT NULL, sample_id INTEGER NOT NULL, label INTEGER, png BLOB, PRIMARY KEY (key, sample_id));
 """
+# Per-sample scores (`bench.metrics.base.Metric.per_sample`: CLIP Score, PickScore, ImageReward per image), added
+# after schema version 2 was released: created IF NOT EXISTS on every writable open, so a store written by the
+# previous release gains it on its first write and reads (`bench.persample`) as having no rows before. No primary
+# key: a cell's rows are deleted and written in one transaction (`write`), so (key, sample_id, metric) is unique by
+# construction, and the index would cost 7x the table's disk (11.5 MB vs 1.6 MB for the default suite's 135 cells).
+SAMPLE_SCORES_DDL = """
+CREATE TABLE IF NOT EXISTS sample_scores (
+    key VARCHAR NOT NULL, sample_id INTEGER NOT NULL, metric VARCHAR NOT NULL, value DOUBLE);
+"""
+CELL_TABLES = ("metrics", "timings", "samples", "sample_scores")      # a cell's rows besides its ``cells`` row
 
 
 METRIC_COLUMNS = ("key", "metric", "value", "source", "source_version", "options", "higher_is_better", "label",
@@ -151,6 +161,7 @@ class ResultStore:
                 self.version = versions[0]
                 if not read_only:
                     self._migrate()
+                    self._add_new_tables()
                 return
             if versions != [SCHEMA_VERSION]:
                 self.con.close()
@@ -162,6 +173,8 @@ class ResultStore:
                 raise StoreError(f"{self.path}: {got}, this stepbench reads version {SCHEMA_VERSION}; refusing to "
                                  f"read or write it: {hint}, or give a new --db")
             self.version = SCHEMA_VERSION
+            if not read_only:
+                self._add_new_tables()
             return
         if tables:
             self.con.close()
@@ -172,13 +185,22 @@ class ResultStore:
         try:
             with self._writing():
                 self.con.execute("BEGIN")
-                self.con.execute(DDL)
+                self.con.execute(DDL + SAMPLE_SCORES_DDL)
                 self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
                 self.con.execute("COMMIT")
         except StoreError:
             self.con.close()
             raise
         self.version = SCHEMA_VERSION
+
+    def _add_new_tables(self) -> None:
+        """Tables added within `SCHEMA_VERSION` (``sample_scores``), created when a store lacks them."""
+        try:
+            with self._writing():
+                self.con.execute(SAMPLE_SCORES_DDL)
+        except StoreError:
+            self.con.close()
+            raise
 
     def _migrate(self) -> None:
         """Bring an older store to `SCHEMA_VERSION`: a backup copy beside it, then each step in one transaction."""
@@ -231,13 +253,16 @@ class ResultStore:
         return self.status(key) == "ok"
 
     def write(self, key: str, row: dict[str, Any], metrics: dict[str, tuple],
-              timings: dict[str, tuple[float, str]], samples: list[tuple[int, int, bytes]] = ()) -> None:
+              timings: dict[str, tuple[float, str]], samples: list[tuple[int, int, bytes]] = (),
+              scores: dict[str, tuple] | None = None) -> None:
         """One cell in one transaction: replaces any earlier rows of the same key.
 
         ``row``: cell columns; ``metrics``: name -> (value, source metric, source version, options, Output),
         in display order (each row's ``seq`` is its place here); ``timings``: name -> (value, unit);
-        ``samples``: (sample id, label, PNG bytes). A 4-tuple without the Output (what version-1 callers
-        passed) is read as a version-1 row: `store_migrate.V1_OUTPUTS` tells its direction and label.
+        ``samples``: (sample id, label, PNG bytes); ``scores``: stored metric name -> (sample ids, values), the
+        per-sample rows of ``sample_scores`` (`bench.engine.CellResult.per_sample`). A 4-tuple without the Output
+        (what version-1 callers passed) is read as a version-1 row: `store_migrate.V1_OUTPUTS` tells its direction
+        and label.
         """
         cols = ["run_id", "suite", "model_id", "adapter", "family", "dataset", "steps", "cfg", "solver", "seed",
                 "plan", "n", "status", "error", "config", "provenance", "seconds"]
@@ -250,20 +275,23 @@ class ResultStore:
         metric_rows = [metric_row(key, seq, name, m, options_json) for seq, (name, m) in enumerate(metrics.items())]
         tables = (_arrow_rows("metrics", metric_rows),
                   _arrow_rows("timings", [[key, name, float(v), unit] for name, (v, unit) in timings.items()]),
-                  _arrow_rows("samples", [[key, int(i), int(y), png] for i, y, png in samples]))
+                  _arrow_rows("samples", [[key, int(i), int(y), png] for i, y, png in samples]),
+                  _score_rows(key, scores or {}))
         with self._writing():
             self._write_cell(key, cols, values, *tables)
 
-    def _write_cell(self, key, cols, values, metrics, timings, samples) -> None:
-        """The transaction of `write`: ``metrics``, ``timings``, ``samples`` are `_arrow_rows` tables (or None)."""
+    def _write_cell(self, key, cols, values, metrics, timings, samples, scores=None) -> None:
+        """The transaction of `write`: ``metrics``, ``timings``, ``samples``, ``scores`` (``sample_scores``) are
+        `_arrow_rows` tables (or None)."""
         self.con.execute("BEGIN TRANSACTION")
         try:
             if self.con.execute("SELECT 1 FROM cells WHERE key = ?", [key]).fetchone():   # a cell's rows
-                for table in ("metrics", "timings", "samples", "cells"):       # exist only with its cells row
+                for table in (*CELL_TABLES, "cells"):                           # exist only with its cells row
                     self.con.execute(f"DELETE FROM {table} WHERE key = ?", [key])
             self.con.execute(f"INSERT INTO cells (key, {', '.join(cols)}, finished) VALUES "
                              f"(?, {', '.join('?' * len(cols))}, ?)", [key, *values, _now()])
-            for table, rows in (("metrics", metrics), ("timings", timings), ("samples", samples)):
+            for table, rows in (("metrics", metrics), ("timings", timings), ("samples", samples),
+                                ("sample_scores", scores)):
                 self._insert(table, rows)
             self.con.execute("COMMIT")
         except BaseException as e:
@@ -310,6 +338,24 @@ ARROW_COLUMNS = {
 }
 
 
+def _score_rows(key: str, scores: dict[str, tuple]):
+    """The ``sample_scores`` rows of one cell as a pyarrow Table (None when there are none): per metric name, its
+    sample ids (int32, as the table stores them) and values (float64: each score unchanged)."""
+    if not any(len(ids) for ids, _ in scores.values()):
+        return None
+    import numpy as np
+    import pyarrow as pa
+    ids = [np.asarray(i, dtype=np.int64) for i, _ in scores.values()]
+    vals = [np.asarray(v, dtype=np.float64) for _, v in scores.values()]
+    for (name, _), i, v in zip(scores.items(), ids, vals):
+        if len(i) != len(v):
+            raise ValueError(f"sample_scores {name!r}: {len(i)} sample ids for {len(v)} values")
+    return pa.table({"key": pa.array([key] * sum(map(len, ids)), type=pa.string()),
+                     "sample_id": pa.array(np.concatenate(ids).astype(np.int32), type=pa.int32()),
+                     "metric": pa.array([n for n, i in zip(scores, ids) for _ in range(len(i))], type=pa.string()),
+                     "value": pa.array(np.concatenate(vals), type=pa.float64())})
+
+
 def _arrow_rows(table: str, rows: list[list]):
     """``rows`` (lists in `ARROW_COLUMNS` order) as a pyarrow Table of those column types; None when empty."""
     if not rows:
@@ -344,23 +390,34 @@ def metric_row(key: str, seq: int, name: str, m: tuple, options_json: dict[int, 
 POINT = ["suite", "model", "dataset", "steps", "cfg", "solver", "seed", "plan", "limit", "numerics"]
 
 
-def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True, mmhm_bounds=None) -> pd.DataFrame:
+def tidy(con: duckdb.DuckDBPyConnection, latest: bool = True, mmhm_bounds=None, rescored: bool = False) -> pd.DataFrame:
     """One row per cell. With ``latest`` (default), only the most recently finished cell of each sweep point:
     cells measured with older weights or code stay in the store (query them with SQL) but not in the table.
     ``limit`` is a smoke run's cap on samples per cell (<NA> for a full cell); MMHM compares smoke cells only with
     smoke cells of the same cap. ``mmhm_bounds`` (a bounds file's path or a mapping, `bench.composite.
     as_dataset_bounds`): saved MMHM bounds for the full cells instead of those computed from this store.
-    ``latency_flagged`` (boolean; <NA> without a latency): `bench.latency_rule.flagged` of the stored median, IQR."""
+    ``latency_flagged`` (boolean; <NA> without a latency): `bench.latency_rule.flagged` of the stored median, IQR.
+    Cells `bench rescore` made from kept features (config ``rescore``) are left out unless ``rescored``: then they
+    are in, with a ``rescored_from`` column (the source cell's key; <NA> for generated cells), each a sweep point of
+    its own (it never hides the cell it was computed from, nor another rescoring of it)."""
     cells = con.execute("""
         SELECT key, suite, model_id AS model, adapter, family, dataset, steps, cfg, solver, seed, plan, n,
                TRY_CAST(json_extract(config, '$.limit') AS INTEGER) AS "limit",
                json_extract_string(config, '$.numerics') AS numerics,
+               json_extract_string(config, '$.rescore.from') AS rescored_from,
                status, error, seconds, finished FROM cells ORDER BY suite, dataset, model_id, steps, cfg, solver
     """).df()
     cells["limit"] = cells["limit"].astype("Int64")
+    point = POINT
+    if rescored:
+        cells["rescore_point"] = cells["key"].where(cells["rescored_from"].notna(), None)
+        point = [*POINT, "rescore_point"]
+    else:
+        cells = cells[cells["rescored_from"].isna()].drop(columns="rescored_from").reset_index(drop=True)
     if latest and not cells.empty:
-        newest = cells.sort_values("finished", kind="stable").drop_duplicates(POINT, keep="last").index
+        newest = cells.sort_values("finished", kind="stable").drop_duplicates(point, keep="last").index
         cells = cells.loc[cells.index.isin(newest)].reset_index(drop=True)
+    cells = cells.drop(columns="rescore_point", errors="ignore")
     # per-class drill-down rows (``clip_score/class/<id>``: 1000 per metric on ImageNet) stay long: `per_class`
     metrics = con.execute("SELECT key, metric, value FROM metrics WHERE NOT contains(metric, ?)", [PER_CLASS]).df()
     timings = con.execute("SELECT key, name, value FROM timings").df()
@@ -387,11 +444,12 @@ def per_class(db: str | Path = "results/bench.duckdb") -> pd.DataFrame:
     return df
 
 
-def load(db: str | Path = "results/bench.duckdb", latest: bool = True, mmhm_bounds=None) -> pd.DataFrame:
+def load(db: str | Path = "results/bench.duckdb", latest: bool = True, mmhm_bounds=None,
+         rescored: bool = False) -> pd.DataFrame:
     """The store as a tidy DataFrame (one row per cell, metric and timing columns, MMHM); ``latest=False`` keeps
-    superseded measurements of the same sweep point too."""
+    superseded measurements of the same sweep point too; ``rescored``: `bench rescore`'s cells too (`tidy`)."""
     with ResultStore(db, read_only=True) as store:
-        return tidy(store.con, latest=latest, mmhm_bounds=mmhm_bounds)
+        return tidy(store.con, latest=latest, mmhm_bounds=mmhm_bounds, rescored=rescored)
 
 
 OUTPUT_COLUMNS = ["metric", "higher_is_better", "label", "unit", "fmt", "source", "seq"]

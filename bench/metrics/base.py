@@ -57,7 +57,12 @@ class Metric(ABC):
     - ``name`` (the registry name), ``version`` (code version: in every cell key);
     - ``Options``: a `bench.options.StrictOptions` model (unknown keys and wrong types refused at validate);
     - ``outputs``: the `bench.outputs.Output` of every value ``result()`` can return, declared once here and
-      stored beside each value, so reports read names, directions, labels and units from the store.
+      stored beside each value, so reports read names, directions, labels and units from the store;
+    - ``per_sample``: accumulator row name -> the stored metric name of its per-sample value (one number per
+      sample, e.g. clip_score's ``{"score": "clip_score"}``): those rows go to the store's ``sample_scores``
+      table (`bench.persample`), so the metric's mean is the mean of its stored rows. Empty: no per-sample value;
+    - ``needs_reference``: False for metrics that score each generated image on its own (CLIP Score, PickScore,
+      ImageReward): they run on prompt-only sets (no reference images), where the others are left out of the cell.
 
     ``__init__`` receives options already validated (defaults filled in) as ``self.opt`` (a dict) and
     ``self.options`` (the typed object).
@@ -67,6 +72,8 @@ class Metric(ABC):
     version: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
     outputs: ClassVar[tuple[Output, ...]] = ()
+    per_sample: ClassVar[dict[str, str]] = {}
+    needs_reference: ClassVar[bool] = True
 
     def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
         try:
@@ -254,6 +261,22 @@ class PerSampleAccumulator:
         out.add_state(other.state())
         return out
 
+    def sorted_state(self) -> dict[str, Any]:
+        """The merged state with each row concatenated and ordered by sample id (the order ``result()`` computes
+        in): {"rows": {name: Tensor}, "ids": Tensor, "labels": Tensor}, the tensors as accumulated (dtype kept).
+        Buffered images are embedded first; duplicate ids are refused as in ``result()``. ``add_state`` of
+        ``{"rows": {k: [v]}, "ids": [ids], "labels": [labels]}`` into a fresh accumulator gives the same result."""
+        self._flush(final=True)
+        if not self.ids:
+            return {"rows": {k: torch.empty(0) for k in self.rows}, "ids": torch.empty(0, dtype=torch.long),
+                    "labels": torch.empty(0, dtype=torch.long)}
+        ids = torch.cat(self.ids)
+        order = torch.argsort(ids, stable=True)
+        if len(torch.unique(ids)) != len(ids):
+            raise MetricError("duplicate sample ids: the same sample was accumulated twice (overlapping shards?)")
+        return {"rows": {k: torch.cat(v)[order] for k, v in self.rows.items()}, "ids": ids[order],
+                "labels": torch.cat(self.labels)[order]}
+
     def count(self) -> int:
         return int(sum(len(i) for i in self.ids) + sum(len(p[3]) for p in self.pending))
 
@@ -261,9 +284,5 @@ class PerSampleAccumulator:
         self._flush(final=True)
         if not self.ids:
             raise MetricError("no samples were accumulated")
-        ids = torch.cat(self.ids)
-        order = torch.argsort(ids, stable=True)
-        if len(torch.unique(ids)) != len(ids):
-            raise MetricError("duplicate sample ids: the same sample was accumulated twice (overlapping shards?)")
-        rows = {k: torch.cat(v)[order] for k, v in self.rows.items()}
-        return self._finalize(rows, torch.cat(self.labels)[order])
+        state = self.sorted_state()
+        return self._finalize(state["rows"], state["labels"])

@@ -163,6 +163,9 @@ class SuiteFile(_Strict):
     numerics: Literal["strict", "tf32"] = "strict"
     samples: SamplesEntry = Field(default_factory=SamplesEntry)
     keep_samples: int = Field(default=8, ge=0)
+    # keep each cell's per-sample accumulator rows (network features, scores) in <store folder>/features
+    # (bench.features) for `bench rescore` and paired statistics; changes no value, so it is in no cell key
+    keep_features: bool = False
     timing: TimingEntry = Field(default_factory=TimingEntry)
     datasets: list[DatasetEntry | str]
     metrics: dict[str, dict[str, Any] | None]
