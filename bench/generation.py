@@ -135,7 +135,7 @@ def stream_cell(gen, cell: Cell, dataset, accumulators: list, labels: torch.Tens
             elif tuple(images.shape[1:3]) != size:
                 raise CellError(f"model {cell.model.id!r}: image size changed mid-cell from {size[0]}x{size[1]} "
                                 f"to {images.shape[1]}x{images.shape[2]}")
-            prompts = prompts_for(dataset, ys)
+            prompts = prompts_for(dataset, ys, ids)
             for acc in accumulators:
                 acc.update(images, ys, prompts, ids)
             score_s += time.perf_counter() - t1

@@ -162,6 +162,8 @@ MODELS = Registry("model adapter", "bench.models.base:Generator", "stepbench.ada
     "mini-sit": "bench.models.mini:MiniSiT",
     "mini-meanflow": "bench.models.mini:MiniMeanFlow",
     "mini-distill": "bench.models.mini:MiniDistill",
+    "mini-t2i-sit": "bench.models.mini_text:MiniText2ImageSiT",
+    "mini-t2i-meanflow": "bench.models.mini_text:MiniText2ImageMeanFlow",
     "sit": "bench.models.sit:SiT",
     "meanflow": "bench.models.meanflow:MeanFlow",
     "imf": "bench.models.imf:IMF",
@@ -218,6 +220,7 @@ DATASETS = Registry("dataset", "bench.data.base:Dataset", "stepbench.datasets", 
     "mini-val": "bench.data.mini:MiniDataset",
     "mini-v2": "bench.data.mini:MiniDataset",
     "mini-ood": "bench.data.mini:MiniDataset",
+    "mini-captions": "bench.data.mini_captions:MiniCaptions",
     "imagefolder": "bench.data.imagefolder:ImageFolder",
     "imagenet-val": "bench.data.imagenet:ImageNetVal",
     "imagenet-v2": "bench.data.imagenet:ImageNetV2",
@@ -226,6 +229,12 @@ DATASETS = Registry("dataset", "bench.data.base:Dataset", "stepbench.datasets", 
     "imagefiles": "bench.data.image_files:ImageFiles",       # a flat folder of images (bench score --ref DIR)
     "npz": "bench.data.image_files:NpzImages",                # an ADM-style .npz of images and labels
     "prompted": "bench.data.prompted:Prompted",               # any source with a prompts file per image
+    # caption sets and prompt-only sets (issue 21)
+    "coco": "bench.data.coco:Coco",                           # MS-COCO captions (COCO-30k)
+    "captions": "bench.data.captions:CaptionsFile",           # a JSONL / CSV / TSV of captions (+ images)
+    "partiprompts": "bench.data.prompt_sets:PromptSet",
+    "drawbench": "bench.data.prompt_sets:PromptSet",
+    "geneval": "bench.data.prompt_sets:PromptSet",
 })
 
 KINDS: dict[str, Registry] = {"model adapter": MODELS, "metric": METRICS, "dataset": DATASETS}

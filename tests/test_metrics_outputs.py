@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench import registry
-from bench.data.mini import MiniDataset
+from bench.data.base import prompts_for
+from bench.data.mini_captions import MiniCaptions
 from bench.metrics.base import Metric, MetricError
 from bench.mini import data
 from bench.options import OptionsError
@@ -72,8 +73,9 @@ def test_every_returned_value_is_declared(name, tmp_path, tiny):
     m = cls(tiny_options(name, tiny), CPU, tmp_path)
     images, labels = data.batch("ood", 0, 20)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-    acc = m.accumulator(MiniDataset("mini-val", 30))
-    acc.update(images, labels, [data.prompt(int(y)) for y in labels], torch.arange(20))
+    ds = MiniCaptions("mini-captions", size=30)     # a caption set: the rows only caption sets get are made too
+    acc = m.accumulator(ds)
+    acc.update(images, labels, prompts_for(ds, labels, torch.arange(20)), torch.arange(20))
     got = acc.result()
     for value in got:
         assert cls.output(value).matches(value)                     # raises MetricError for an undeclared value

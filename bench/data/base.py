@@ -47,6 +47,13 @@ class Dataset(ABC):
     class_names: list[str]
     prompt_template: str
 
+    # What conditions a sample (see `describes`): "class" (the label's class name through ``prompt_template``) or
+    # "caption" (reference item i has its own text, ``captions()[i]``, which sample i is generated from and scored
+    # against). ``has_images`` False: a prompt-only set (PartiPrompts, DrawBench): no reference images, so metrics
+    # that compare with reference images are not computed on it.
+    conditioning: ClassVar[str] = "class"
+    has_images: ClassVar[bool] = True
+
     @classmethod
     def validate_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
         """Options with defaults filled in (raises `bench.options.OptionsError` naming every bad key)."""
@@ -62,6 +69,16 @@ class Dataset(ABC):
         except OptionsError as e:
             raise DatasetError(f"dataset {name!r}: " + "; ".join(f"options.{k}: {m}" if k else m
                                                                  for k, m in e.problems)) from None
+
+    @classmethod
+    def describes(cls, name: str, options: dict[str, Any]) -> tuple[str, bool]:
+        """(conditioning, has_images) of the set with these validated options, known without opening it (suite
+        validation checks adapters and metrics against it offline). Default: the class attributes."""
+        return cls.conditioning, cls.has_images
+
+    def captions(self) -> list[str] | None:
+        """One caption per reference item, in dataset order (caption sets); None for class-conditioned sets."""
+        return None
 
     @classmethod
     def card(cls, name: str) -> DatasetCard | None:
@@ -153,12 +170,27 @@ class DatasetError(ValueError):
     pass
 
 
-def prompts_for(dataset: Dataset, labels: torch.Tensor) -> list[str]:
+def prompts_for(dataset: Dataset, labels: torch.Tensor, sample_ids: torch.Tensor | None = None) -> list[str]:
+    """The text of each sample: its reference item's caption on a caption set (sample i is planned from reference
+    item i: caption sets take ``per_reference`` plans only, `plan_labels`), else its label's class name through the
+    set's template. What generators that take text are given and what CLIP Score / PickScore score against."""
+    captions = dataset.captions() if getattr(dataset, "conditioning", "class") == "caption" else None
+    if captions is not None:
+        if sample_ids is None:
+            raise DatasetError(f"dataset {dataset.name!r}: captions are looked up by sample id (none given)")
+        n = len(captions)
+        bad = [i for i in sample_ids.tolist() if not 0 <= i < n]
+        if bad:
+            raise DatasetError(f"dataset {dataset.name!r}: sample {bad[0]} has no caption (the set has {n})")
+        return [captions[i] for i in sample_ids.tolist()]
     return [dataset.prompt_template.format(class_name=dataset.class_names[int(y)]) for y in labels.tolist()]
 
 
 def plan_labels(dataset: Dataset, plan: SamplePlan, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels, sample_ids) for a cell: sample i is conditioned on labels[i] and seeded by (seed, i)."""
+    if getattr(dataset, "conditioning", "class") == "caption" and plan.kind != "per_reference":
+        raise DatasetError(f"dataset {dataset.name!r} gives each item its own caption: samples.plan must be "
+                           f"per_reference (sample i is made from caption i), not {plan.kind!r}")
     k = len(dataset.class_names)
     if plan.kind == "per_reference":
         labels = dataset.labels()

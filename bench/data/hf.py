@@ -7,6 +7,12 @@ same robust decode and named transform as the file sources. Class names: the lab
 ``classes: [names]``, or ``classes: imagenet-1k`` (ids 0..999, names in the ``class_names`` variant). Order: the
 split's row order. Fingerprint: sha256 of the Arrow files behind the split (cached by size + mtime), the labels,
 and the preprocessing.
+
+Captions (issue 21): ``caption_column`` makes it a caption set (`bench.data.captioned`): each row's text is the
+caption its sample is generated from and scored against, and is in the fingerprint. The label column is then
+optional (absent: label 0 of one unnamed class), and ``image_column: null`` makes it prompt-only (no reference
+images). At its default (null) ``caption_column`` stays out of the validated options, and the class, keys and
+fingerprints are exactly those of before.
 """
 
 from __future__ import annotations
@@ -14,13 +20,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 
 from bench.data import classes as cls_index
 from bench.data.base import DatasetCard, DatasetError
+from bench.data.captioned import CaptionedImages, clean_caption
 from bench.data.hashing import digest
+from bench.data.image_files import Unnamed
 from bench.data.stream import Item, LabelledImages, MaybeStr, NonEmpty, Reader
+from bench.options import keyed_when_set
 from bench.provenance import sha256_path
+
+_KEYED_WHEN_SET = {"caption_column": None}      # added with captions: out of the validated dict at its default
 
 
 class HFReader(Reader):
@@ -34,7 +45,7 @@ class HFReader(Reader):
         return rec["bytes"] if rec.get("bytes") is not None else rec["path"]
 
 
-class HFDataset(LabelledImages):
+class HFDataset(CaptionedImages):
     kind = "hf"
     cards = {"hf": DatasetCard(
         "hf", title="any Hugging Face dataset with an image and a label column", folder=None,
@@ -48,31 +59,64 @@ class HFDataset(LabelledImages):
         revision: MaybeStr = None
         data_dir: MaybeStr = None
         cache_dir: MaybeStr = None
-        image_column: NonEmpty = "image"
+        image_column: MaybeStr = "image"             # null: prompt-only (needs caption_column)
         label_column: NonEmpty = "label"
         classes: Annotated[list[str], Field(min_length=1)] | Literal["imagenet-1k"] | None = None
         class_names: Literal[cls_index.NAME_VARIANTS] = "underscored"   # with classes: imagenet-1k
+        caption_column: MaybeStr = None              # a caption set: each row's text
+
+        @model_validator(mode="after")
+        def _images_or_captions(self):
+            if self.image_column is None and self.caption_column is None:
+                raise ValueError("image_column: null (a prompt-only set) needs options.caption_column")
+            return self
+
+        @model_serializer(mode="wrap")
+        def _keyed(self, handler) -> dict[str, Any]:
+            return keyed_when_set(handler(self), _KEYED_WHEN_SET)
+
+    @classmethod
+    def describes(cls, name: str, options: dict[str, Any]) -> tuple[str, bool]:
+        o = cls.validate_options(options)
+        return ("caption" if o.get("caption_column") else "class"), o["image_column"] is not None
 
     def __init__(self, name: str, **options: Any):
         o = self._setup(name, options)
         path, split, image_column, label_column = o.path, o.split, o.image_column, o.label_column
         self.root, self.split = path, split
         ds = self._load(path, split, o.config, o.revision, o.data_dir, o.cache_dir)
-        for col in (image_column, label_column):
+        captioned = o.caption_column is not None
+        needed = [c for c in (image_column, o.caption_column) if c is not None]
+        if not captioned or label_column in ds.column_names:
+            needed.append(label_column)
+        for col in needed:
             if col not in ds.column_names:
                 raise DatasetError(f"dataset {name!r}: {path!r} split {split!r} has no column {col!r} "
-                                   f"(columns: {', '.join(ds.column_names)}); set options.image_column/label_column")
+                                   f"(columns: {', '.join(ds.column_names)}); set options.image_column/label_column"
+                                   + ("/caption_column" if captioned else ""))
         import datasets
-        feat = ds.features[image_column]
-        if not isinstance(feat, datasets.Image):
-            raise DatasetError(f"dataset {name!r}: column {image_column!r} is {type(feat).__name__}, not an Image")
-        self.class_names = self._class_names(ds.features[label_column], o.classes, o.class_names)
+        if image_column is not None:
+            feat = ds.features[image_column]
+            if not isinstance(feat, datasets.Image):
+                raise DatasetError(f"dataset {name!r}: column {image_column!r} is {type(feat).__name__}, not an "
+                                   "Image")
         self._arrow = [f["filename"] for f in (ds.cache_files or [])]
         self._ds_fingerprint = getattr(ds, "_fingerprint", None)
-        labels = ds[label_column]
-        if any(not isinstance(y, int) for y in labels):
-            raise DatasetError(f"dataset {name!r}: column {label_column!r} must hold integer labels")
+        if label_column in needed:
+            self.class_names = self._class_names(ds.features[label_column], o.classes, o.class_names)
+            labels = ds[label_column]
+            if any(not isinstance(y, int) for y in labels):
+                raise DatasetError(f"dataset {name!r}: column {label_column!r} must hold integer labels")
+        else:                                        # a caption set without labels
+            self.class_names, labels = Unnamed(), [0] * ds.num_rows
         items = [Item(f"row/{i}", y, i) for i, y in enumerate(labels)]
+        if captioned:
+            self._set_captions({it.key: clean_caption(c, f"dataset {name!r}: {path!r} row {it.ref}: column "
+                                                         f"{o.caption_column!r}")
+                                for it, c in zip(items, ds[o.caption_column])}, has_images=image_column is not None)
+        if image_column is None:
+            self._finish(items, Reader())
+            return
         ds = ds.cast_column(image_column, datasets.Image(decode=False))
         self._finish(items, HFReader(ds.select_columns([image_column]), image_column))
 
@@ -118,4 +162,7 @@ class HFDataset(LabelledImages):
             content = [sha256_path(f) for f in self._arrow]
         else:
             content = ["fingerprint", self._ds_fingerprint]
-        return digest({"arrow": content, "split": self.split, "labels": [it.label for it in self.all_items]})
+        out = {"arrow": content, "split": self.split, "labels": [it.label for it in self.all_items]}
+        if self._captions is not None:               # a caption set (at the defaults: the hash of before)
+            out.update(captions=self.caption_digest(), images=self.has_images)
+        return digest(out)

@@ -75,6 +75,15 @@ class _OpenClipBackend:
         f = self.model.encode_text(self.tokenizer(prompts).to(self.device)).float()
         return f / f.norm(dim=-1, keepdim=True)
 
+    def truncated(self, prompt: str) -> bool:
+        """Whether the tokenizer cuts ``prompt`` to its window (start and end tokens included)."""
+        tok = self.tokenizer
+        window = int(getattr(tok, "context_length", 77))
+        if hasattr(tok, "encode"):                       # open_clip's SimpleTokenizer
+            return len(tok.encode(prompt)) + 2 > window
+        inner = getattr(tok, "tokenizer", None)          # open_clip's HFTokenizer wraps a transformers tokenizer
+        return inner is not None and len(inner(prompt)["input_ids"]) > window
+
 
 class _TransformersBackend:
     """A transformers CLIPModel with its processor (77-token truncation, the processor's own image pipeline)."""
@@ -107,6 +116,10 @@ class _TransformersBackend:
         f = self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device))
         f = getattr(f, "pooler_output", f).float()
         return f / f.norm(dim=-1, keepdim=True)
+
+    def truncated(self, prompt: str) -> bool:
+        """Whether ``prompt`` is longer than CLIP's 77-token window (``encode_texts`` truncates it)."""
+        return len(self.processor.tokenizer(prompt)["input_ids"]) > 77
 
     def encode_texts(self, prompts: list[str]) -> torch.Tensor:
         inputs = self.processor(text=prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
@@ -167,7 +180,8 @@ def score_outputs(name: str, label: str) -> tuple[Output, ...]:
     std and bootstrap interval, and the per-class means ``<name>/class/<label id>``."""
     return (Output(name, True, label), companion(f"{name}_std", label, "std"),
             companion(f"{name}_ci_low", label, "CI low"), companion(f"{name}_ci_high", label, "CI high"),
-            Output(f"{name}/class/*", None, f"{label} per class"))
+            Output(f"{name}/class/*", None, f"{label} per class"),
+            Output(f"{name}_truncated", None, f"{label}: captions truncated", "captions", ".0f"))
 
 
 class ClipScore(Metric):
@@ -175,6 +189,8 @@ class ClipScore(Metric):
     version = "clip_score-2"
     Options = ClipScoreOptions
     outputs = score_outputs("clip_score", "CLIP Score")
+    per_sample = {"score": "clip_score"}       # per-image scores: the store's sample_scores rows
+    needs_reference = False                    # scores each image against its prompt: runs on prompt-only sets
 
     def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
         super().__init__(options, device, cache_dir)
@@ -239,12 +255,26 @@ class ClipScore(Metric):
                 res[f"{out}/class/{y}"] = float(s[labels == y].mean())
         return res
 
+    def truncated(self, prompts: list[str]) -> torch.Tensor:
+        """1.0 for each prompt longer than the text encoder's window (its features are of the truncated text)."""
+        return torch.tensor([float(self.backend.truncated(p)) for p in prompts], dtype=torch.float64)
+
     def accumulator(self, dataset) -> PerSampleAccumulator:
+        """Per-image scores; on a caption set also which captions the text encoder truncated, counted in
+        ``<name>_truncated`` (class-name prompts are short, so class sets carry no such row)."""
+        captions = getattr(dataset, "conditioning", "class") == "caption"
+
         def embed(images, labels, prompts):
-            return {"score": self.scores(images, prompts)}
+            out = {"score": self.scores(images, prompts)}
+            if captions:
+                out["truncated"] = self.truncated(prompts)
+            return out
 
         def finalize(rows, labels):
-            return self.summarize(rows["score"], labels)
+            res = self.summarize(rows["score"], labels)
+            if captions:
+                res[f"{self.name}_truncated"] = float(rows["truncated"].sum())
+            return res
 
         return PerSampleAccumulator(embed, finalize, chunk=self.opt["batch_size"])
 
@@ -254,6 +284,7 @@ class PickScore(ClipScore):
     version = "pickscore-2"
     Options = PickScoreOptions
     outputs = score_outputs("pickscore", "PickScore")
+    per_sample = {"score": "pickscore"}       # per-image scores: the store's sample_scores rows
 
     def scale(self) -> float:
         return self.backend.logit_scale()

@@ -31,7 +31,7 @@ import torch
 from pydantic import Field
 
 from bench.hub import WeightsNotFound, expand_env, resolve_weights
-from bench.metrics.base import Metric, MetricError, PerSampleAccumulator, StrictOptions, fixed_shape_forward
+from bench.metrics.base import Metric, MetricError, StrictOptions, fixed_shape_forward
 from bench.metrics.bootstrap import Level, Resamples
 from bench.metrics.clip_preprocess import OPENAI_MEAN, OPENAI_STD
 from bench.metrics.clip_score import ClipScore, _folder_id, score_outputs
@@ -87,6 +87,8 @@ class ImageReward(Metric):
     version = "image_reward-1"
     Options = ImageRewardOptions
     outputs = score_outputs("image_reward", "ImageReward")
+    per_sample = {"score": "image_reward"}       # per-image scores: the store's sample_scores rows
+    needs_reference = False                    # scores each image against its prompt: runs on prompt-only sets
     summarize = ClipScore.summarize     # mean, std, bootstrap interval, per-class means: clip_score's reporting
 
     def __init__(self, options: dict[str, Any] | None, device: torch.device, cache_dir: Path):
@@ -183,7 +185,9 @@ class ImageReward(Metric):
 
         return fixed_shape_forward(forward, torch.arange(len(images)), self.opt["batch_size"])[0].double().cpu()
 
-    def accumulator(self, dataset) -> PerSampleAccumulator:
-        return PerSampleAccumulator(lambda images, labels, prompts: {"score": self.scores(images, prompts)},
-                                    lambda rows, labels: self.summarize(rows["score"], labels),
-                                    chunk=self.opt["batch_size"])
+    def truncated(self, prompts: list[str]) -> torch.Tensor:
+        """1.0 for each prompt longer than BLIP's 35-token window (its reward is of the truncated text)."""
+        return torch.tensor([float(len(self.tokenizer(p)["input_ids"]) > MAX_TOKENS) for p in prompts],
+                            dtype=torch.float64)
+
+    accumulator = ClipScore.accumulator   # per-image scores (+ truncated captions on a caption set), as clip_score

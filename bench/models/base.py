@@ -26,7 +26,9 @@ class Generator(ABC):
     - ``solvers``: the solver names the ``solver`` axis accepts (None: the adapter takes no solver axis check);
     - ``sweeps``: False for adapters without steps / cfg axes (pre-generated samples, real images);
     - ``guidance``: one line saying what the suite's ``cfg`` means for this family (shown by ``bench validate``);
-    - ``cfg_ignored``: True when the cfg axis has no effect (guidance distilled into the weights).
+    - ``cfg_ignored``: True when the cfg axis has no effect (guidance distilled into the weights);
+    - ``conditions``: what a sample can be conditioned on: "class" (a label) and/or "caption" (a dataset's
+      per-item text, `bench.data.base.prompts_for`); `check_conditioning` refuses other datasets at validate.
     """
 
     family: ClassVar[str] = ""
@@ -36,6 +38,7 @@ class Generator(ABC):
     sweeps: ClassVar[bool] = True
     guidance: ClassVar[str] = ""
     cfg_ignored: ClassVar[bool] = False
+    conditions: ClassVar[frozenset[str]] = frozenset({"class"})
 
     # -- options ------------------------------------------------------------------------------------------------
     @classmethod
@@ -55,6 +58,18 @@ class Generator(ABC):
         asks for every swept step count, so a distilled checkpoint run off its step counts is refused before any
         weights are read. Default: every step count is fine."""
         return None
+
+    @classmethod
+    def check_conditioning(cls, options: dict[str, Any], conditioning: str) -> str | None:
+        """Why the model (with these validated options) cannot be conditioned as a dataset's samples are
+        (``conditioning``: "class" or "caption", `bench.data.base.Dataset.describes`), or None. ``bench validate``
+        asks for every model x dataset pair. Default: ``conditioning`` must be one of ``conditions``."""
+        if conditioning in cls.conditions:
+            return None
+        if conditioning == "caption":
+            return ("a class-conditional model cannot be conditioned on captions; give it a class-labelled dataset, "
+                    "or use a text-to-image adapter (e.g. diffusers) on this caption set")
+        return f"the model takes {' or '.join(sorted(cls.conditions))} conditioning, not {conditioning}"
 
     # -- the contract ---------------------------------------------------------------------------------------
     @abstractmethod

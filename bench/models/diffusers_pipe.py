@@ -67,6 +67,7 @@ RESIZE = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.
 class DiffusersPipeline(Generator):
     family = "diffusers"
     version = "diffusers-1"
+    conditions = frozenset({"class", "caption"})
     Options = DiffusersOptions
     solvers = None        # the solver axis, when swept, names a diffusers scheduler class
     sweeps = True
@@ -80,6 +81,7 @@ class DiffusersPipeline(Generator):
         self.gmap: Guidance | None = None          # the declared guidance mapping in use (after load)
         self.device = torch.device("cpu")
         self.class_names: list[str] | None = None
+        self.captions: list[str] | None = None     # the bound caption set's captions, by sample id
         self.template: str | None = None
         self._schedulers: dict[str, Any] = {}
         self._base_config: Any = None
@@ -188,6 +190,7 @@ class DiffusersPipeline(Generator):
     def bind_dataset(self, dataset) -> None:
         self.class_names = list(dataset.class_names)
         self.template = dataset.prompt_template
+        self.captions = dataset.captions() if getattr(dataset, "conditioning", "class") == "caption" else None
 
     def networks(self) -> list[nn.Module]:
         return [self._denoiser()]
@@ -203,6 +206,23 @@ class DiffusersPipeline(Generator):
             cls.parse_options(options).check_steps(int(steps))
         except DiffusersError as err:
             return str(err)
+        return None
+
+    @classmethod
+    def check_conditioning(cls, options: dict[str, Any], conditioning: str) -> str | None:
+        """A text-to-image pipeline takes a class set (class name through the template) or a caption set (each
+        sample's caption); a class-conditional one (``guidance.condition: class``: DiT, consistency models) only a
+        class set. The mapping is the declared one or the table's entry for ``options.pipeline`` (unknown before
+        loading: accepted here, checked by the pipeline's ``__call__`` when it runs)."""
+        if conditioning != "caption":
+            return None
+        try:
+            g = cls._declared(cls.parse_options(options), None)
+        except DiffusersError:
+            return None
+        if g.condition == "class":
+            return ("a class-conditional diffusers pipeline (guidance.condition: class) cannot be conditioned on "
+                    "captions; use a text-to-image pipeline on this caption set")
         return None
 
     def _check_call(self, name: str) -> None:
@@ -283,9 +303,16 @@ class DiffusersPipeline(Generator):
                                  f"({type(self.pipe).__name__}); the dataset's labels must be the model's class ids")
         return out
 
-    def _prompts(self, labels: torch.Tensor) -> list[str]:
+    def _prompts(self, labels: torch.Tensor, ids: torch.Tensor) -> list[str]:
+        """Sample i's prompt: caption i on a caption set (as given, `options.prompt` is not applied), else its
+        label's class name through ``options.prompt`` or the dataset's template."""
         if self.class_names is None:
             raise RuntimeError("DiffusersPipeline: no class names (the runner binds the dataset before generating)")
+        if self.captions is not None:
+            bad = [i for i in ids.tolist() if not 0 <= i < len(self.captions)]
+            if bad:
+                raise ValueError(f"sample {bad[0]} has no caption (the dataset has {len(self.captions)})")
+            return [self.captions[i] for i in ids.tolist()]
         template = self.opts.prompt or self.template or "{class_name}"
         k = len(self.class_names)
         out = []
@@ -312,7 +339,7 @@ class DiffusersPipeline(Generator):
             if "batch_size" in self._params:
                 kwargs["batch_size"] = len(ids)
         else:
-            kwargs["prompt"] = self._prompts(labels)
+            kwargs["prompt"] = self._prompts(labels, ids)
         schedule = o.schedule(int(s.steps))
         if schedule is not None:
             kwargs[schedule[0]] = schedule[1]

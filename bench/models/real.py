@@ -17,6 +17,7 @@ class RealImages(Generator):
     version = "real-1"
     sweeps = False
     Options = NoOptions
+    conditions = frozenset({"class", "caption"})        # it draws real images; nothing conditions them
 
     def __init__(self) -> None:
         self.dataset: Dataset | None = None

@@ -58,6 +58,7 @@ class Samples(Generator):
     family = "samples"
     version = "samples-1"
     sweeps = False           # no steps / cfg axes: the images are already made
+    conditions = frozenset({"class", "caption"})    # sample i was made from the dataset's label or caption i
 
     class Options(StrictOptions):
         resolution: Annotated[int, Field(ge=1)] | None = None

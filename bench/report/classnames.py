@@ -60,3 +60,19 @@ def name_of(names: tuple[str, ...] | None, label) -> str:
     """A class id as shown: its name when known (and in range), else 'class N'."""
     i = int(label)
     return names[i] if names is not None and 0 <= i < len(names) else f"class {i}"
+
+
+def kept_prompts(prov: pd.DataFrame | None) -> dict[str, dict[int, str]]:
+    """dataset id -> {sample id: its caption} for caption sets, from the cells' stored provenance
+    (``kept_prompts``, written for the kept samples of a caption-conditioned cell); empty for class sets."""
+    out: dict[str, dict[int, str]] = {}
+    if prov is None or prov.empty or "provenance" not in prov.columns or "config" not in prov.columns:
+        return out
+    for cfg, pv in zip(prov["config"], prov["provenance"]):
+        if not isinstance(cfg, dict) or not isinstance(pv, dict) or not isinstance(pv.get("kept_prompts"), dict):
+            continue
+        dest = out.setdefault(str(cfg.get("dataset")), {})
+        for i, text in pv["kept_prompts"].items():
+            if str(i).isdigit() and isinstance(text, str):
+                dest.setdefault(int(i), text)
+    return out

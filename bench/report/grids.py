@@ -68,9 +68,12 @@ def _order(cells: pd.DataFrame) -> pd.DataFrame:
 
 def make_grids(df: pd.DataFrame, samples: pd.DataFrame, max_samples: int = 8, tile: int = TILE,
                class_names: dict[str, tuple[str, ...]] | None = None,
-               dataset_order: list[str] | None = None) -> list[Grid]:
+               dataset_order: list[str] | None = None,
+               prompts: dict[str, dict[int, str]] | None = None) -> list[Grid]:
     """One Grid per (dataset, seed) over the ok cells of ``df`` that kept samples, datasets in
-    ``dataset_order`` (others after, by name); ``class_names``: dataset id -> names (index = class id)."""
+    ``dataset_order`` (others after, by name); ``class_names``: dataset id -> names (index = class id);
+    ``prompts``: dataset id -> {sample id: caption} for caption sets, whose columns are headed by the caption (the
+    same prompt across every model: sample i is made from caption i)."""
     if samples is None or samples.empty:
         return []
     grids = []
@@ -81,6 +84,7 @@ def make_grids(df: pd.DataFrame, samples: pd.DataFrame, max_samples: int = 8, ti
                                                                                                       len(rank)))
     for (dataset, seed), cells in groups:
         names = (class_names or {}).get(str(dataset))
+        texts = (prompts or {}).get(str(dataset)) or {}
         cells = _order(cells[cells["key"].isin(by_key)])
         if cells.empty:
             continue
@@ -89,7 +93,10 @@ def make_grids(df: pd.DataFrame, samples: pd.DataFrame, max_samples: int = 8, ti
         labels, classes, disagree = [], [], []
         for i in ids:
             ls = kept.loc[kept["sample_id"] == i, "label"].dropna().unique()
-            if len(ls) == 1:
+            if int(i) in texts:
+                labels.append(texts[int(i)])
+                classes.append(None)
+            elif len(ls) == 1:
                 labels.append(name_of(names, ls[0]))
                 classes.append(int(ls[0]))
             else:

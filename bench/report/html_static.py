@@ -66,7 +66,8 @@ figure img{max-width:100%;height:auto;display:block}
 figcaption{color:#57606a;font-size:12.5px;margin-top:4px;max-width:900px}
 table.grid td{vertical-align:middle;padding:1px 6px}
 table.grid td.tile,table.grid th.tile{padding:1px;text-align:center;min-width:0}
-table.grid th.tile{font-size:11px;font-weight:400;color:#57606a}
+table.grid th.tile{font-size:11px;font-weight:400;color:#57606a;max-width:120px;white-space:normal;
+overflow-wrap:anywhere;vertical-align:bottom}
 table.grid img{image-rendering:pixelated;display:block}
 details.gd summary{cursor:pointer}details.gd summary h3{display:inline-block}
 td details summary{cursor:pointer;color:#0969da;font-family:ui-monospace,monospace;font-size:12px}

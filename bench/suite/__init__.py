@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bench import registry
 from bench.cell import Cell, ModelSpec, SamplePlan
 from bench.options import suggest
-from bench.suite.checks import check_datasets, check_metrics, check_models
+from bench.suite.checks import check_datasets, check_metrics, check_models, check_pairs, dataset_kinds
 from bench.suite.errors import Problems, SuiteError
 from bench.suite.paths import check_paths, climbs_out
 from bench.suite.schema import (
@@ -110,6 +111,7 @@ class Suite:
         self.path, self.text = path, text
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
         self.model_options, self.dataset_options, self.metric_options = model_options, dataset_options, metric_options
+        self.dataset_kinds: dict[str, tuple[str, bool]] = {}    # id -> (conditioning, has_images), set by parse
 
     @property
     def name(self) -> str:
@@ -161,6 +163,9 @@ class Suite:
         dataset_options = check_datasets(datasets, problems)
         metric_options = check_metrics({k: v for k, v in metrics.items() if isinstance(k, str)}, problems)
         model_options = check_models(models, problems)
+        kinds = dataset_kinds(datasets, dataset_options)
+        plan = spec.samples.plan if spec is not None else None
+        check_pairs(models, model_options, kinds, metric_options, plan, problems)
         trees = [(f"datasets[{i}].options", d.options, "options") for i, d in datasets]
         trees += [(f"metrics.{name}", opts or {}, name) for name, opts in metrics.items() if isinstance(opts, dict)]
         for i, m in models:
@@ -168,6 +173,7 @@ class Suite:
         check_paths(trees, problems)
         problems.raise_if_any()
         suite = cls(spec, path, text, model_options, dataset_options, metric_options)
+        suite.dataset_kinds = kinds
         n = suite.count()
         if n == 0:
             raise SuiteError(f"{path}: models: the sweep expands to zero cells")
@@ -181,19 +187,24 @@ class Suite:
         return sum(per_model) * len(self.spec.datasets) * len(self.spec.seeds)
 
     def expand(self) -> list[Cell]:
-        """Every cell, carrying validated options (defaults filled in) for its model, dataset and metrics."""
+        """Every cell, carrying validated options (defaults filled in) for its model, dataset and metrics. On a
+        prompt-only dataset (no reference images) the metrics that compare with reference images are left out of
+        its cells: absent from their rows, never a NaN."""
         s = self.spec
         metrics = {k: dict(self.metric_options[k]) for k in s.metrics}
+        image_free = {k: v for k, v in metrics.items() if not registry.resolve("metric", k).needs_reference}
         plan = SamplePlan(kind=s.samples.plan, n=s.samples.n)
         cells = []
         for m in s.models:
             spec = ModelSpec(id=m.id, adapter=m.adapter, weights=m.weights, options=dict(self.model_options[m.id]))
             for d, seed in itertools.product(s.datasets, s.seeds):
+                has_images = self.dataset_kinds.get(d.id, ("class", True))[1]
                 for steps, cfg, solver in itertools.product(m.steps or [None], m.cfg or [None], m.solver or [None]):
                     cells.append(Cell(
                         suite=s.suite, model=spec, dataset=d.id, dataset_source=d.source_name,
                         dataset_options=dict(self.dataset_options[d.id]), steps=steps, cfg=cfg, solver=solver,
-                        seed=seed, plan=plan, metrics=metrics, batch_size=s.batch_size, dtype=s.dtype,
+                        seed=seed, plan=plan, metrics=metrics if has_images else image_free,
+                        batch_size=s.batch_size, dtype=s.dtype,
                         numerics=None if s.numerics == "strict" else s.numerics))
         if not cells:
             raise SuiteError(f"{self.path}: models: the sweep expands to zero cells")

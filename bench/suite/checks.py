@@ -94,3 +94,41 @@ def check_models(entries: list[tuple[int, ModelEntry]], problems: Problems) -> d
                 if why:
                     problems.add(f"models[{i}].steps[{j}]", why)
     return out
+
+
+def dataset_kinds(datasets: list[tuple[int, DatasetEntry]], dataset_options: dict[str, dict[str, Any]]
+                  ) -> dict[str, tuple[str, bool]]:
+    """dataset id -> (conditioning, has_images) (`bench.data.base.Dataset.describes`), for the entries that passed
+    their own checks; known without opening any data."""
+    out = {}
+    for _, d in datasets:
+        if d.id in dataset_options:
+            cls = registry.resolve("dataset", d.source_name)
+            out[d.id] = cls.describes(d.source_name, dataset_options[d.id])
+    return out
+
+
+def check_pairs(models: list[tuple[int, ModelEntry]], model_options: dict[str, dict[str, Any]],
+                kinds: dict[str, tuple[str, bool]], metric_options: dict[str, dict[str, Any]], plan: str | None,
+                problems: Problems) -> None:
+    """What each model x dataset and metric x dataset pair needs: a caption set takes a ``per_reference`` plan and
+    models that take captions (`bench.models.base.Generator.check_conditioning`); a metric that compares with
+    reference images needs at least one dataset that has them (on prompt-only sets it is left out of the cell)."""
+    captioned = [d for d, (cond, _) in kinds.items() if cond == "caption"]
+    if captioned and plan not in (None, "per_reference"):
+        problems.add("samples.plan", f"dataset {captioned[0]!r} gives each item its own caption: the plan must be "
+                                     f"per_reference (sample i is made from caption i), not {plan!r}")
+    for i, m in models:
+        if m.id not in model_options:
+            continue
+        cls = registry.resolve("model adapter", m.adapter)
+        for d, (cond, _) in kinds.items():
+            why = cls.check_conditioning(model_options[m.id], cond)
+            if why:
+                problems.add(f"models[{i}].adapter", f"dataset {d!r}: {why}")
+    if kinds and not any(has for _, has in kinds.values()):
+        for name in metric_options:
+            if registry.resolve("metric", name).needs_reference:
+                problems.add(f"metrics.{name}", f"compares with reference images, and no dataset of the suite has "
+                                                f"any ({', '.join(map(repr, kinds))}: prompt-only); drop it or add a "
+                                                f"dataset with images")
