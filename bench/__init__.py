@@ -23,4 +23,12 @@ def per_class(db: str = "results/bench.duckdb"):
     return _per_class(db)
 
 
-__all__ = ["load", "per_class", "__version__"]
+def compare(db: str = "results/bench.duckdb", a: str = "", b: str = "", resamples: int = 1000, seed: int = 2020,
+            level: float = 0.95, exact: bool = False):
+    """Is cell ``a`` really better than cell ``b``? One row per metric (values, A - B, paired bootstrap interval,
+    p-value, verdict); ``a``/``b``: keys, unique key prefixes or ``model:steps:cfg@dataset`` (`bench.stats.compare`)."""
+    from bench.stats.compare import compare as _compare
+    return _compare(db, a, b, resamples=resamples, seed=seed, level=level, exact=exact)
+
+
+__all__ = ["compare", "load", "per_class", "__version__"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import components, data, merge, results, run, score, tools
+from bench.cli import compare, components, data, merge, rescore, results, run, score, tools
 from bench.cli.common import DEFAULT_DB, BenchParser, err, fill_common_help
 
-COMMANDS = (run, score, merge, results, components, data, tools)     # each has add(subparsers)
+COMMANDS = (run, score, merge, results, components, data, tools, compare, rescore)     # each has add(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,8 @@ index.html (the page: the whole report in one file, figures and sample tiles emb
 sweep.csv, and each plot as PNG and SVG beside them for reuse. With ``db`` the store is read (read-only) once
 more for what each metric is (`bench.report.directions.from_store`), each cell's config and provenance, the
 kept sample PNGs and the suite file a run recorded (for the dataset order and natural CFG scales,
-`bench.report.context`). Nothing here imports a metric or torch.
+`bench.report.context`). Nothing here imports a metric or torch, except the rank intervals of a store with kept
+features (`bench.report.ranks`: FID and IS recomputed from them).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from bench.report import directions as D
 from bench.report import grids as G
 from bench.report import html as H
 from bench.report import plots as P
-from bench.report.classnames import class_names
+from bench.report import ranks as R
+from bench.report.classnames import class_names, kept_prompts
 from bench.report.context import ReportContext, context_for
 from bench.report.leaderboard import markdown
 from bench.report.sanitize import write_csv
@@ -66,16 +68,21 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, db: str | Path | None = 
         d.mkdir(parents=True, exist_ok=True)
         ctx = context or context_for(recorded_suite_path(db, str(suite)), sdf)
         prov, samples = read_extras(db, list(sdf["key"]), max_samples) if db is not None else (None, None)
+        # rank intervals and sample-size guidance: only where cells have kept features (bench.report.ranks)
+        home = shown_db if shown_db and Path(shown_db).is_file() else db
+        stats = R.board_stats(db, _full_cells(sdf), specs, ctx.dataset_order, feature_db=home) if db else None
         md = d / "leaderboard.md"
-        md.write_text(markdown(sdf, str(suite), specs, ctx, applied, mmhm_source), encoding="utf-8")
+        md.write_text(markdown(sdf, str(suite), specs, ctx, applied, mmhm_source, stats), encoding="utf-8")
         csv = d / "sweep.csv"
         write_csv(sdf, csv)                      # no text cell runs as a formula in a spreadsheet
         plots, skipped = P.make_plots(_full_cells(sdf), d, specs)
+        plots += [p for (ds, _), bs in (stats or {}).items() if (p := R.size_plot(bs, str(ds), d)) is not None]
         grids = (G.make_grids(sdf, samples, max_samples, class_names=class_names(prov),
-                              dataset_order=ctx.dataset_order) if samples is not None else [])
+                              dataset_order=ctx.dataset_order, prompts=kept_prompts(prov))
+                 if samples is not None else [])
         page = d / "index.html"
         page.write_text(H.page(str(suite), sdf, plots, skipped, grids, prov, specs, ctx,
-                               shown_db or (str(db) if db is not None else None), applied, mmhm_source),
+                               shown_db or (str(db) if db is not None else None), applied, mmhm_source, stats),
                         encoding="utf-8")
         written += [page, md, csv] + [p for pl in plots for p in (pl.png, pl.svg)]
     return written

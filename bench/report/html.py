@@ -34,6 +34,7 @@ from bench.report.html_tables import MARKS_LEGEND, failed_html, leaderboard_html
 from bench.report.leaderboard import PICKS, SMOKE_WHY, boards, fmt, leaderboard, smoke_label
 from bench.report.mmhm_view import note_html
 from bench.report.plots import slug
+from bench.report.ranks import html_section as rank_html
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
@@ -86,7 +87,7 @@ def _aside(g: pd.DataFrame, applied: Mapping | None, source: str | None) -> str:
 
 
 def _dataset(dataset: str, groups, specs: Specs, ctx: ReportContext, applied: Mapping | None,
-             source: str | None) -> str:
+             source: str | None, ranks: Mapping | None = None) -> str:
     """One dataset's section: the fair comparison first, then the per-model best cells, bounds beside both (a
     smoke run's board, whose MMHM has bounds of its own, gets its own bounds beneath it)."""
     s = slug(dataset)
@@ -106,6 +107,7 @@ def _dataset(dataset: str, groups, specs: Specs, ctx: ReportContext, applied: Ma
                    "and CFG scale: the tables above compare models at the same settings and budgets, this one "
                    "at each model's best. Real-vs-real is each metric's reference line (no MMHM by design).</p>")
         out.append(leaderboard_html(lb, g, specs))
+        out.append(rank_html((ranks or {}).get((dataset, cap))))
         if n > 0:
             out.append(note_html(g, applied, source))
     return f"<h2 id=ds-{s}>{escape(dataset)}</h2><section class=ds><div>{''.join(out)}</div>{aside}</section>"
@@ -142,7 +144,8 @@ def _grids(grids, specs: Specs) -> str:
         return out[0] + "<p class=note>No kept samples in the store (suite <code>keep_samples: 0</code>?).</p>"
     out.append("<p>The same sample ids across every model, step count and CFG scale: sample <i>i</i>'s noise and "
                "class depend only on (seed, <i>i</i>), so a column compares like with like; each column is headed "
-               "by its sample id and class. Small images are upscaled with nearest-neighbour. Click a dataset to "
+               "by its sample id and class (on a caption set: its caption, the same prompt for every model). "
+               "Small images are upscaled with nearest-neighbour. Click a dataset to "
                "open or close its grid; choose a class to see only its columns.</p>")
     for n, g in enumerate(grids):
         gid = f"grid-{n}"
@@ -169,14 +172,15 @@ def _grids(grids, specs: Specs) -> str:
 
 def page(suite: str, sdf: pd.DataFrame, plots, skipped: list[str], grids, prov: pd.DataFrame | None,
          specs: Specs, ctx: ReportContext, db: str | None = None, applied: Mapping | None = None,
-         bounds_source: str | None = None) -> str:
+         bounds_source: str | None = None, ranks: Mapping | None = None) -> str:
     """The whole page of one suite; ``specs`` (`bench.report.directions`) tells each column what it is, ``ctx``
     the suite's dataset and model order and natural CFG scales; ``applied``: the saved MMHM bounds the frame's
-    MMHM was computed with (``{dataset or "*": bounds}``, from ``bounds_source``), None when computed from it."""
+    MMHM was computed with (``{dataset or "*": bounds}``, from ``bounds_source``), None when computed from it;
+    ``ranks``: (dataset, cap) -> `bench.report.ranks.BoardStats` (rank intervals under each board)."""
     groups: dict[str, list] = {}
     for dataset, cap, g in boards(sdf, ctx.dataset_order):
         groups.setdefault(str(dataset), []).append((cap, g))
-    sections = [_dataset(d, gs, specs, ctx, applied, bounds_source) for d, gs in groups.items()]
+    sections = [_dataset(d, gs, specs, ctx, applied, bounds_source, ranks) for d, gs in groups.items()]
     body = "\n".join([
         _header(suite, sdf, prov, db, ctx), f"<div class=headline>{headline_html(sdf, specs, ctx)}</div>",
         f"<div id=leaderboards>{MARKS_LEGEND}{''.join(sections)}</div>", mmhm_note(sdf), failed_html(sdf),

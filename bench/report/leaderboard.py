@@ -243,11 +243,12 @@ MD_MARKS = ("**bold**: the best in its column; ≈: its stored interval (bootstr
             "`bench.latency_rule`), not trusted.")
 
 
-def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None, bounds_source: str | None = None
-             ) -> str:
+def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None, bounds_source: str | None = None,
+             ranks=None) -> str:
     """A suite's report in Markdown: the headline, then per dataset (in ``ctx``'s order) the matched-settings and
     budget tables, the MMHM bounds with their stability, and each model's MMHM-best and FID-best cells, with
-    MMHM gaps and failed cells explained. ``applied``/``bounds_source``: saved MMHM bounds and their file."""
+    MMHM gaps and failed cells explained. ``applied``/``bounds_source``: saved MMHM bounds and their file;
+    ``ranks``: (dataset, cap) -> `bench.report.ranks.BoardStats`, each board's rank intervals."""
     from bench.report.context import context_for
     from bench.report.fair import fair_markdown, headline_markdown
     from bench.report.mmhm_view import note_markdown
@@ -274,6 +275,9 @@ def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None
         for tag, col in PICKS if not lb.empty else ():
             parts.append(f"### {specs.label(col)}-best configuration per model: {html.escape(str(dataset))}\n")
             parts += _md_board(g, lb, tag, col, specs, metrics)
+        if ranks is not None and not lb.empty:
+            from bench.report.ranks import markdown_section
+            parts.append(markdown_section(ranks.get((str(dataset), cap))))
         if not lb.empty:
             differ = [md_cell(m) for m, a in zip(lb["model"], lb["picks agree"]) if a is False]
             parts.append("MMHM-best and FID-best picks are different cells for: " + (", ".join(differ) or "none")
