@@ -105,7 +105,8 @@ def size_line(bs: BoardStats) -> str:
     top = s[s["n"] == s["n"].max()]
     spread = top["fid_spread"].max()
     return (f"\nFID's spread at n={int(top['n'].iloc[0])}: up to ±{spread:.3g} over these cells; FID differences "
-            f"below that are not claims (the sample-size plot shows FID and MMHM against n).")
+            f"below that are not claims unless a paired comparison resolves them (bench compare; the sample-size plot "
+            f"shows FID and MMHM against n).")
 
 
 def html_section(bs: BoardStats | None) -> str:

@@ -88,7 +88,7 @@ def compare_cells(ca: CellData, cb: CellData, outs: pd.DataFrame, rec: Recompute
 
 
 def spread_line(reps: dict[str, dict], out: pd.DataFrame, n: int, level: float) -> str:
-    """'FID's spread at n=500: ±x (A), ±y (B); differences below that are not claims; n ∝ 1/spread²' from the
+    """'FID's spread at n=500: ±x (A), ±y (B); unpaired, differences below that are not claims; n ∝ 1/spread²' from the
     bootstrap replicates; FID when it was bootstrapped, else the first bootstrapped metric."""
     if not reps:
         return "no bootstrapped metric: no sample-size guidance (store per-sample scores or keep features)"
@@ -96,6 +96,8 @@ def spread_line(reps: dict[str, dict], out: pd.DataFrame, n: int, level: float) 
     lab = out.set_index("metric").at[m, "label"]
     sa, sb = paired.spread(reps[m]["reps_a"], level), paired.spread(reps[m]["reps_b"], level)
     s = max(sa, sb)
-    return (f"{lab}'s spread at n={n}: ±{sa:.3g} (A), ±{sb:.3g} (B); differences below that are not claims "
-            f"(the spread falls as 1/sqrt(n): halving it takes n={4 * n})" if np.isfinite(s) else
+    return (f"{lab}'s spread at n={n}: ±{sa:.3g} (A), ±{sb:.3g} (B); compared unpaired (other seeds, another "
+            f"paper), differences below that are not claims; the paired interval above can resolve smaller ones "
+            f"when A and B share noise (the spread falls as 1/sqrt(n): halving it takes n={4 * n})"
+            if np.isfinite(s) else
             f"{lab}'s spread at n={n} could not be estimated")
