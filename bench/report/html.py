@@ -24,6 +24,7 @@ from typing import Mapping
 import pandas as pd
 from PIL import Image
 
+from bench.report import prompt_boards
 from bench.report.context import ReportContext
 from bench.report.directions import Specs
 from bench.report.fair import CSS as FAIR_CSS
@@ -31,7 +32,7 @@ from bench.report.fair import fair_html, headline_html
 from bench.report.html_cells import col_label, metric_td, mmhm_reason, td
 from bench.report.html_static import CSS, JS
 from bench.report.html_tables import MARKS_LEGEND, failed_html, leaderboard_html, mmhm_note, sweep_html
-from bench.report.leaderboard import PICKS, SMOKE_WHY, boards, fmt, leaderboard, smoke_label
+from bench.report.leaderboard import PICKS, SMOKE_WHY, boards, fmt, leaderboard, smoke_label, with_images
 from bench.report.mmhm_view import note_html
 from bench.report.plots import slug
 from bench.report.ranks import html_section as rank_html
@@ -86,12 +87,22 @@ def _aside(g: pd.DataFrame, applied: Mapping | None, source: str | None) -> str:
     return f"<aside>{note or '<p><b>MMHM bounds</b>: none (no ok model cell has all four MMHM inputs).</p>'}</aside>"
 
 
+def _headline(sdf: pd.DataFrame, specs: Specs, ctx: ReportContext) -> str:
+    """The MMHM / FID headline of the sets with images, then a line per prompt-only set's alignment leaders."""
+    imaged, lines = with_images(sdf), prompt_boards.headline(sdf, specs)
+    top = headline_html(imaged, specs, ctx) if not imaged.empty or not lines else "<h2>Headline</h2>"
+    return top + ("<ul>" + "".join(f"<li>{escape(t)}</li>" for t in lines) + "</ul>" if lines else "")
+
+
 def _dataset(dataset: str, groups, specs: Specs, ctx: ReportContext, applied: Mapping | None,
              source: str | None, ranks: Mapping | None = None) -> str:
     """One dataset's section: the fair comparison first, then the per-model best cells, bounds beside both (a
     smoke run's board, whose MMHM has bounds of its own, gets its own bounds beneath it)."""
     s = slug(dataset)
     out, aside = [], ""
+    if all(prompt_boards.is_prompt_only(g) for _, g in groups):     # no FID, no MMHM (bench.report.prompt_boards)
+        body = "".join(prompt_boards.html_section(g, dataset, specs) for _, g in groups)
+        return f"<h2 id=ds-{s}>{escape(dataset)}</h2><section class=ds><div>{body}</div></section>"
     for n, (cap, g) in enumerate(groups):
         if n == 0:
             aside = _aside(g, applied, source)
@@ -182,8 +193,8 @@ def page(suite: str, sdf: pd.DataFrame, plots, skipped: list[str], grids, prov: 
         groups.setdefault(str(dataset), []).append((cap, g))
     sections = [_dataset(d, gs, specs, ctx, applied, bounds_source, ranks) for d, gs in groups.items()]
     body = "\n".join([
-        _header(suite, sdf, prov, db, ctx), f"<div class=headline>{headline_html(sdf, specs, ctx)}</div>",
-        f"<div id=leaderboards>{MARKS_LEGEND}{''.join(sections)}</div>", mmhm_note(sdf), failed_html(sdf),
+        _header(suite, sdf, prov, db, ctx), f"<div class=headline>{_headline(sdf, specs, ctx)}</div>",
+        f"<div id=leaderboards>{MARKS_LEGEND}{''.join(sections)}</div>", mmhm_note(with_images(sdf)), failed_html(sdf),
         _plots(plots, skipped, ctx.dataset_order), _grids(grids, specs), sweep_html(sdf, prov, specs,
                                                                                   ctx.dataset_order)])
     links = [(f"ds-{slug(d)}", d, "ds") for d in groups] + [

@@ -249,11 +249,15 @@ def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None
     budget tables, the MMHM bounds with their stability, and each model's MMHM-best and FID-best cells, with
     MMHM gaps and failed cells explained. ``applied``/``bounds_source``: saved MMHM bounds and their file;
     ``ranks``: (dataset, cap) -> `bench.report.ranks.BoardStats`, each board's rank intervals."""
+    from bench.report import prompt_boards
     from bench.report.context import context_for
     from bench.report.fair import fair_markdown, headline_markdown
     from bench.report.mmhm_view import note_markdown
     ctx = ctx or context_for(None, sdf)
-    parts = [f"# {html.escape(str(suite))}: leaderboards\n", headline_markdown(sdf, specs, ctx), "",
+    imaged = with_images(sdf)
+    lines = "".join(f"- {html.escape(t)}\n" for t in prompt_boards.headline(sdf, specs))
+    top = headline_markdown(imaged, specs, ctx) if not imaged.empty or not lines else "## Headline\n\n"
+    parts = [f"# {html.escape(str(suite))}: leaderboards\n", top + lines, "",
              "Per dataset: models at the same settings and at the same NFE budgets first, then each model's best "
              "configuration by MMHM and by FID over any setting (ok cells; MMHM per dataset). Missing values are "
              "`–`. Real-vs-real rows are each metric's reference line and get no MMHM by design. " + MD_MARKS + "\n"]
@@ -262,6 +266,9 @@ def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None
         parts.append(f"\n## {html.escape(str(dataset))}" + (f" — {smoke_label(cap)}" if cap else "") + "\n")
         if cap:
             parts.append(f"**{smoke_label(cap).capitalize()}**: {SMOKE_WHY}.\n")
+        if prompt_boards.is_prompt_only(g):          # no FID, no MMHM: ranked by each alignment metric
+            parts.append(prompt_boards.markdown_section(g, html.escape(str(dataset)), specs))
+            continue
         if dataset not in seen:
             seen.add(dataset)
             parts.append(fair_markdown(g, dataset, specs, ctx))
@@ -293,3 +300,13 @@ def markdown(sdf: pd.DataFrame, suite: str, specs: Specs, ctx=None, applied=None
                 f"{md_cell(r['model'])} steps={fmt(r['steps'])} cfg={fmt(r['cfg'])}: {md_cell(r['error'])}"
                 for _, r in failed.iterrows()) + "\n")
     return "\n".join(parts) + "\n"
+
+
+def with_images(sdf: pd.DataFrame) -> pd.DataFrame:
+    """``sdf`` without the prompt-only sets' cells (`bench.report.prompt_boards`): what the MMHM / FID headline
+    compares (a prompt-only set has neither)."""
+    from bench.report.prompt_boards import is_prompt_only
+    if "dataset" not in sdf.columns:
+        return sdf
+    drop = [d for d, g in sdf.groupby("dataset", sort=False) if is_prompt_only(g)]
+    return sdf[~sdf["dataset"].isin(drop)] if drop else sdf
