@@ -39,6 +39,7 @@ from PIL import Image
 from torch import nn
 
 from bench import noise
+from bench.data.base import prompts_for
 from bench.hub import expand_env
 from bench.models.base import Generator, ModelSpec, SamplerSettings
 from bench.models.checkpoint import check_settings
@@ -81,7 +82,7 @@ class DiffusersPipeline(Generator):
         self.gmap: Guidance | None = None          # the declared guidance mapping in use (after load)
         self.device = torch.device("cpu")
         self.class_names: list[str] | None = None
-        self.captions: list[str] | None = None     # the bound caption set's captions, by sample id
+        self.caption_set = None                     # the bound dataset when it is a caption set
         self.template: str | None = None
         self._schedulers: dict[str, Any] = {}
         self._base_config: Any = None
@@ -190,7 +191,7 @@ class DiffusersPipeline(Generator):
     def bind_dataset(self, dataset) -> None:
         self.class_names = list(dataset.class_names)
         self.template = dataset.prompt_template
-        self.captions = dataset.captions() if getattr(dataset, "conditioning", "class") == "caption" else None
+        self.caption_set = dataset if getattr(dataset, "conditioning", "class") == "caption" else None
 
     def networks(self) -> list[nn.Module]:
         return [self._denoiser()]
@@ -308,11 +309,8 @@ class DiffusersPipeline(Generator):
         label's class name through ``options.prompt`` or the dataset's template."""
         if self.class_names is None:
             raise RuntimeError("DiffusersPipeline: no class names (the runner binds the dataset before generating)")
-        if self.captions is not None:
-            bad = [i for i in ids.tolist() if not 0 <= i < len(self.captions)]
-            if bad:
-                raise ValueError(f"sample {bad[0]} has no caption (the dataset has {len(self.captions)})")
-            return [self.captions[i] for i in ids.tolist()]
+        if self.caption_set is not None:
+            return prompts_for(self.caption_set, labels, ids)
         template = self.opts.prompt or self.template or "{class_name}"
         k = len(self.class_names)
         out = []

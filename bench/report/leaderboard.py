@@ -138,9 +138,13 @@ def markdown_table(df: pd.DataFrame, cols: list[str], headers: list[str] | None 
 
 
 def _config(r, tag: str) -> str:
-    steps, cfg, solver = r[f"{tag} steps"], r[f"{tag} cfg"], r[f"{tag} solver"]
     if is_missing(r[f"{tag} key"]):
         return "–"
+    return setting_text(r[f"{tag} steps"], r[f"{tag} cfg"], r[f"{tag} solver"])
+
+
+def setting_text(steps, cfg, solver) -> str:
+    """A cell's sampling setting as shown in boards: '4 steps, cfg 3, euler'."""
     if is_missing(steps) and is_missing(cfg) and is_missing(solver):
         return "(no steps or CFG)"
     parts = [(f"{fmt(steps)} step" + ("" if steps == 1 else "s")) if not is_missing(steps) else "steps –",

@@ -18,7 +18,7 @@ import pandas as pd
 
 from bench import composite
 from bench.report.directions import Specs
-from bench.report.leaderboard import fmt, is_missing, markdown_table
+from bench.report.leaderboard import fmt, markdown_table, setting_text
 
 ALIGN = ("clip_score", "pickscore", "image_reward")
 WHY = ("A prompt-only set (no reference images): no FID and so no MMHM; models are ranked by each alignment "
@@ -40,13 +40,6 @@ def is_prompt_only(g: pd.DataFrame) -> bool:
     return not ok.empty and no_fid and bool(metrics_of(g))
 
 
-def _config(r: pd.Series) -> str:
-    parts = [f"{fmt(r['steps'])} step{'' if r['steps'] == 1 else 's'}" if not is_missing(r.get("steps")) else "",
-             f"cfg {fmt(r['cfg'])}" if not is_missing(r.get("cfg")) else "",
-             str(r["solver"]) if not is_missing(r.get("solver")) else ""]
-    return ", ".join(p for p in parts if p) or "(no steps or CFG)"
-
-
 def best_table(g: pd.DataFrame, specs: Specs) -> pd.DataFrame:
     """One row per model: for each alignment metric, the configuration with the best value, the value, its NFE;
     models ordered by the first metric's best value (best first)."""
@@ -62,7 +55,8 @@ def best_table(g: pd.DataFrame, specs: Specs) -> pd.DataFrame:
                 row.update({f"{m} config": "–", m: None, f"{m} nfe": None})
                 continue
             r = cells.loc[v.idxmax() if up else v.idxmin()]
-            row.update({f"{m} config": _config(r), m: r[m], f"{m} nfe": r.get("nfe")})
+            setting = setting_text(r.get("steps"), r.get("cfg"), r.get("solver"))
+            row.update({f"{m} config": setting, m: r[m], f"{m} nfe": r.get("nfe")})
         rows.append(row)
     out = pd.DataFrame(rows)
     if ms and not out.empty:
@@ -81,15 +75,19 @@ def matched_table(g: pd.DataFrame, metric: str) -> pd.DataFrame:
     return t[t.notna().sum(axis=1) >= 2]
 
 
-def markdown_section(g: pd.DataFrame, dataset: str, specs: Specs) -> str:
-    ms = metrics_of(g)
-    parts = [f"*{WHY}.*\n", f"### Best configuration per model: {dataset}\n"]
-    bt = best_table(g, specs)
+def _best_columns(ms: list[str], specs: Specs) -> tuple[list[str], list[str]]:
+    """(columns, headers) of `best_table` as shown: per metric its best config, value and NFE."""
     cols, heads = ["model"], ["model"]
     for m in ms:
         cols += [f"{m} config", m, f"{m} nfe"]
         heads += [f"{specs.label(m)}-best config", specs.label(m), "NFE"]
-    parts += [markdown_table(bt, cols, heads), ""]
+    return cols, heads
+
+
+def markdown_section(g: pd.DataFrame, dataset: str, specs: Specs) -> str:
+    ms = metrics_of(g)
+    parts = [f"*{WHY}.*\n", f"### Best configuration per model: {dataset}\n"]
+    parts += [markdown_table(best_table(g, specs), *_best_columns(ms, specs)), ""]
     for m in ms:
         t = matched_table(g, m)
         if not t.empty:
@@ -101,20 +99,15 @@ def markdown_section(g: pd.DataFrame, dataset: str, specs: Specs) -> str:
 
 def _html_table(df: pd.DataFrame, cols: list[str], heads: list[str]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in heads)
-    body = "".join("<tr>" + "".join(f"<td>{escape(fmt(r[c]) if not is_missing(r[c]) else '–')}</td>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{escape(fmt(r[c]))}</td>" for c in cols)
                    + "</tr>" for _, r in df.iterrows())
     return f"<div class=scroll><table class=lb><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def html_section(g: pd.DataFrame, dataset: str, specs: Specs) -> str:
     ms = metrics_of(g)
-    bt = best_table(g, specs)
-    cols, heads = ["model"], ["model"]
-    for m in ms:
-        cols += [f"{m} config", m, f"{m} nfe"]
-        heads += [f"{specs.label(m)}-best config", specs.label(m), "NFE"]
     out = [f"<p class=note>{escape(WHY)}.</p>", "<h3>Best configuration per model</h3>",
-           _html_table(bt, cols, heads)]
+           _html_table(best_table(g, specs), *_best_columns(ms, specs))]
     for m in ms:
         t = matched_table(g, m)
         if not t.empty:

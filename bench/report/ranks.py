@@ -4,7 +4,7 @@
 `board_stats(db, sdf, specs)` gives, per leaderboard (dataset, smoke cap), the MMHM-best board's rank intervals
 ("rank 1-2", ties with the best marked: the paired interval of the difference contains 0) and FID / MMHM against
 n for the picked cells. It looks for kept features first, by the feature store's layout
-(``<store folder>/features/<key>/``), and only then imports the statistics (torch, the metrics' reference
+(`bench.features`, which imports no torch), and only then imports the statistics (torch, the metrics' reference
 features): a store without kept features keeps the report torch-free, and its boards say that only per-sample
 metrics have intervals (`NO_FEATURES`). Rendering (`markdown_section`, `html_section`, `size_plot`) reads the
 frames only. Invariant: nothing here changes a value or a board's order.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import composite
+from bench import composite, features  # bench.features imports no torch (its writer does, lazily)
 from bench.report.directions import Specs
 
 NO_FEATURES = ("Rank intervals need kept features (keep_features: true in the suite; FID and IS are recomputed "
@@ -37,12 +37,8 @@ class BoardStats:
     labels: dict[str, str] = field(default_factory=dict)   # key -> model name
 
 
-def feature_root(db: str | Path) -> Path:
-    return Path(db).parent / "features"
-
-
 def has_features(root: Path, keys) -> bool:
-    return root.is_dir() and any((root / str(k)).is_dir() for k in keys)
+    return root.is_dir() and any(features.available(root, str(k)) for k in keys)
 
 
 def board_stats(db: str | Path | None, sdf: pd.DataFrame, specs: Specs, order=None, resamples: int | None = None,
@@ -53,7 +49,7 @@ def board_stats(db: str | Path | None, sdf: pd.DataFrame, specs: Specs, order=No
     if db is None:
         return {}
     home = Path(feature_db or db)
-    root = feature_root(home)
+    root = features.root_for(home)
     out: dict[tuple, BoardStats] = {}
     todo = []
     for dataset, cap, g in boards(sdf, order):

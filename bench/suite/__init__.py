@@ -106,12 +106,13 @@ class Suite:
     """A validated suite: the parsed file, the validated options of its components, and where it came from."""
 
     def __init__(self, spec: SuiteFile, path: str, text: str, model_options: dict[str, dict],
-                 dataset_options: dict[str, dict], metric_options: dict[str, dict]):
+                 dataset_options: dict[str, dict], metric_options: dict[str, dict],
+                 kinds: dict[str, tuple[str, bool]] | None = None):
         self.spec = spec
         self.path, self.text = path, text
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
         self.model_options, self.dataset_options, self.metric_options = model_options, dataset_options, metric_options
-        self.dataset_kinds: dict[str, tuple[str, bool]] = {}    # id -> (conditioning, has_images), set by parse
+        self.dataset_kinds = kinds or {}        # id -> (conditioning, has_images) (`checks.dataset_kinds`)
 
     @property
     def name(self) -> str:
@@ -172,8 +173,7 @@ class Suite:
             trees += [(f"models[{i}].weights", m.weights, "weights"), (f"models[{i}].options", m.options, "options")]
         check_paths(trees, problems)
         problems.raise_if_any()
-        suite = cls(spec, path, text, model_options, dataset_options, metric_options)
-        suite.dataset_kinds = kinds
+        suite = cls(spec, path, text, model_options, dataset_options, metric_options, kinds)
         n = suite.count()
         if n == 0:
             raise SuiteError(f"{path}: models: the sweep expands to zero cells")
