@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from tqdm import tqdm
 
 from bench import features, parts, provenance, registry
@@ -114,14 +116,13 @@ class Runner:
                  progress: bool = True, device: str | None = None, includes: tuple[str, ...] = (),
                  part: tuple[int, int] | None = None, cache_dir: str | Path | None = None,
                  limit: int | None = None, skip: Callable[[Cell], bool] | None = None,
-                 overlap_statistics: bool = True):
+                 overlap_statistics: bool | None = None):
         """``part``: (i, N) runs only part i of N of the suite's cells (`bench.parts`, 0-based); ``cache_dir``: the
         reference statistics folder (default ``<db folder>/cache``; a shared one serves many stores). ``limit``: a
         smoke run, every cell capped at that many samples (and keyed with it: `Cell.limit`); ``skip``: cells left
         out and counted (`RunSummary.left_out`), e.g. those the pre-flight found inputs missing for.
         ``overlap_statistics``: a cell's statistics computed on a worker thread beside the next cell's first batch
-        (`_run_model_local`; measured in ``benchmarks/``: it pays on a loaded 2-core CPU, where numpy's
-        multi-threaded BLAS waits for its threads)."""
+        (`_run_model_local`); None (the default): only where they have a core of their own (`spare_core`)."""
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {OVERWRITE}, got {overwrite!r}")
         self.suite, self.db, self.overwrite, self.progress = suite, Path(db), overwrite, progress
@@ -129,7 +130,6 @@ class Runner:
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit, self.skip = limit, skip
-        self.overlap_statistics = overlap_statistics
         cache_dir = self.db.parent / "cache" if cache_dir is None else Path(cache_dir)
         self.settings = RunSettings(device=device or suite.spec.device, cache_dir=str(cache_dir),
                                     keep_samples=suite.spec.keep_samples, timing=suite.spec.timing.model_dump(),
@@ -138,6 +138,7 @@ class Runner:
         self.engine = Engine(self.settings, keep_features=suite.spec.keep_features)
         self.features_root = features.root_for(self.db)
         self.device = self.engine.device
+        self.overlap_statistics = spare_core(self.device) if overlap_statistics is None else bool(overlap_statistics)
         self.store: ResultStore | None = None
         self.run_id = ""
         self.summary = RunSummary()
@@ -364,6 +365,21 @@ class Runner:
                 "family": adapter.family, "dataset": cell.dataset, "steps": cell.steps,
                 "cfg": cell.cfg, "solver": cell.solver, "seed": cell.seed, "plan": cell.plan.describe(), "n": n,
                 "status": status, "error": error, "config": cell.config(), "provenance": prov, "seconds": seconds}
+
+
+def spare_core(device) -> bool:
+    """Whether a cell's statistics computed beside the next cell's generation have a core of their own: on a GPU
+    (the CPU mostly waits for the device), or when this process may use more cores than torch's intra-op threads.
+    Where generation already keeps every core busy the thread only competes with it: on the 2-core CPU of
+    ``make perf``, with torch on both cores, one setting on 3 datasets ran 5-14% slower with the thread than without
+    it (n = 500, median of 6 interleaved rounds, three runs; 9% at n = 250), so it is off there."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return True
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
 
 
 def _close_quietly(store: ResultStore) -> None:

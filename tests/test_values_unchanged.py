@@ -287,9 +287,13 @@ def reference_values(runner: Runner, cell) -> dict[str, float]:
     return out
 
 
-def test_default_suite_cells_equal_the_reference_implementation(tmp_path):
+@pytest.mark.parametrize("overlap", [True, False], ids=["statistics-thread", "in-line"])
+def test_default_suite_cells_equal_the_reference_implementation(tmp_path, overlap):
+    """Both ways of running a cell's statistics (on a worker thread beside the next cell's first batch, or in line:
+    `bench.runner.spare_core` picks one per machine) store the reference implementation's values."""
     suite = Suite.parse(SUITE, "values.yaml")
-    runner = Runner(suite, db=tmp_path / "b.duckdb", progress=False)
+    runner = Runner(suite, db=tmp_path / "b.duckdb", progress=False, overlap_statistics=overlap)
+    assert runner.overlap_statistics is overlap
     summary = runner.run()
     assert summary.ran == len(suite.expand()) == 6 and not summary.failures, summary.failures
     stored = stored_rows(tmp_path / "b.duckdb")
