@@ -371,8 +371,9 @@ def spare_core(device) -> bool:
     """Whether a cell's statistics computed beside the next cell's generation have a core of their own: on a GPU
     (the CPU mostly waits for the device), or when this process may use more cores than torch's intra-op threads.
     Where generation already keeps every core busy the thread only competes with it: on the 2-core CPU of
-    ``make perf``, with torch on both cores, one setting on 3 datasets ran 5-14% slower with the thread than without
-    it (n = 500, median of 6 interleaved rounds, three runs; 9% at n = 250), so it is off there."""
+    ``make perf``, with torch on both cores, one setting on 3 datasets ran 1-14% slower with the thread than without
+    it in each of five A/B runs (medians of 6 interleaved rounds: 1.14, 1.05, 1.01 at n = 500; 1.09, 1.03 at
+    n = 250), never faster, so it is off there."""
     if getattr(device, "type", str(device)) != "cpu":
         return True
     try:
