@@ -1,5 +1,5 @@
-"""`bench`: run · validate · score · merge · ls · show · report · export · data · cache · convert (and
-`components`, an alias of `ls adapters|datasets|metrics`). Thin: parsing and printing only; each command lives in
+"""`bench`: run · validate · score · merge · ls · show · report · export · data · cache · convert · compare ·
+rescore (and `components`, an alias of `ls adapters|datasets|metrics`). Thin: parsing and printing only; each command lives in
 its own module of this package and adds its own subparser. Every flag's help states its default
 (`common.HelpFormatter`).
 
