@@ -35,7 +35,6 @@ from bench.stats.threads import map_rows
 
 # (source metric, value name) -> (feature row name, "fd" | "is")
 FAST = {("fid_is_kid", "fid"): ("fid", "fd"), ("fid_is_kid", "is"): ("isc", "is")}
-_MOMENTS_LOCK = threading.Lock()
 MEMORY = 2 ** 27                         # float64 entries of the weighted feature block of one chunk of replicates
 
 
@@ -46,6 +45,7 @@ def _sym_sqrt(s: np.ndarray) -> np.ndarray:
 
 _MOMENTS: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
 _MOMENTS_KEPT = 8                       # reference sets: a report's datasets, a comparison's one
+_MOMENTS_LOCK = threading.Lock()        # the report computes them on its statistics threads
 
 
 def reference_moments(reference) -> tuple[np.ndarray, np.ndarray, float]:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
+import torch
 
 MIN_ROWS = 8                    # rows a block gets at least (smaller draws run as one block)
 _state = threading.local()
@@ -28,14 +29,12 @@ _toggle = threading.Lock()
 
 def workers() -> int:
     """Threads a draw is split over: torch's intra-op thread count (the cores it was told to use), at most 8."""
-    import torch
     return max(1, min(8, torch.get_num_threads()))
 
 
 def map_rows(fn: Callable[[np.ndarray], np.ndarray], idx: np.ndarray, n_workers: int | None = None) -> np.ndarray:
     """``fn`` over row blocks of ``idx`` (an (r, n) draw matrix), concatenated in row order; ``fn`` maps (k, n)
     positions to k values. Each block runs with one torch thread (see the module docstring)."""
-    import torch
     idx = np.atleast_2d(idx)
     if getattr(_state, "inside", False):          # called from one of our blocks: already single-threaded
         return np.asarray(fn(idx))
