@@ -1,6 +1,6 @@
 """`bench`: run · validate · score · merge · ls · show · report · export · data · cache · convert · compare ·
-rescore (and `components`, an alias of `ls adapters|datasets|metrics`). Thin: parsing and printing only; each command lives in
-its own module of this package and adds its own subparser. Every flag's help states its default
+rescore (and `components`, an alias of `ls adapters|datasets|metrics`). Thin: parsing and printing only; each
+command lives in its own module of this package and adds its own subparser. Every flag's help states its default
 (`common.HelpFormatter`).
 
 Exit codes: 0 success, 1 some cells failed, 2 bad input (suite, store, arguments), 130 interrupted.

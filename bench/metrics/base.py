@@ -8,6 +8,8 @@ Networks on CPU and GPU give a row slightly different floats in a batch of anoth
 pick their blocking by shape), but the same bits in any batch of the same shape. So metric networks run on
 batches of exactly one shape: `fixed_shape_forward` pads the last chunk, and `PerSampleAccumulator` with
 ``chunk`` buffers incoming images until a full chunk is there (little padding whatever the generator's batch).
+Where a network's kernels give the padded batch's bits at a short chunk's own shape (checked once per shape on real
+rows, `bench.metrics.remainder`), the last chunk skips its padding: same bits, less work.
 
 Metric networks run in float32 exactly: `strict_numerics` turns TF32 off (cuDNN convolutions and CUDA matmuls,
 float32 matmul precision 'highest') around every forward of `fixed_shape_forward` and `PerSampleAccumulator`, and
@@ -28,6 +30,7 @@ from typing import Any, Callable, ClassVar, Iterator, Protocol
 import torch
 from pydantic import BaseModel
 
+from bench.metrics import remainder
 from bench.options import NoOptions, OptionsError, StrictOptions, parse, validated
 from bench.outputs import Output, companion
 from bench.outputs import find as find_output
@@ -175,26 +178,29 @@ def strict_numerics() -> Iterator[None]:
         _set_flags(before)
 
 
-def fixed_shape_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def fixed_shape_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, batch_size: int,
+                        same_bits_key: Any = None) -> list[torch.Tensor]:
     """``fn`` over ``x`` in chunks of exactly ``batch_size`` (the last one zero-padded and the padding dropped), so
     each row's output does not depend on how many rows came with it. ``fn`` returns a tensor or a tuple of them;
-    the result is a list with one concatenated tensor per output."""
+    the result is a list with one concatenated tensor per output. ``same_bits_key``: a stable object naming the
+    network (its module or backend); given, a short last chunk runs without padding once its shape has been seen to
+    give the padded batch's bits (`bench.metrics.remainder`: checked on real rows, the bits unchanged)."""
     with strict_numerics():                # float32 exactly: no TF32 (see the module docstring)
-        return _fixed_shape_forward(fn, x, batch_size)
+        return _fixed_shape_forward(fn, x, batch_size, same_bits_key)
 
 
-def _fixed_shape_forward(fn, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def _fixed_shape_forward(fn, x: torch.Tensor, batch_size: int, key: Any = None) -> list[torch.Tensor]:
     outs: list[list[torch.Tensor]] = []
     for chunk in x.split(batch_size):
-        n = len(chunk)
-        if n < batch_size:
-            chunk = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
-        y = fn(chunk)
-        y = list(y) if isinstance(y, (tuple, list)) else [y]
+        if len(chunk) < batch_size:
+            y = remainder.short_chunk(fn, chunk, batch_size, key, current_mode())
+        else:
+            y = fn(chunk)
+            y = list(y) if isinstance(y, (tuple, list)) else [y]
         if not outs:
             outs = [[] for _ in y]
         for acc, t in zip(outs, y):
-            acc.append(t[:n])
+            acc.append(t[:len(chunk)])
     return [torch.cat(o) for o in outs]
 
 

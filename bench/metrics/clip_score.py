@@ -239,7 +239,8 @@ class ClipScore(Metric):
     @torch.inference_mode()
     def scores(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Per-image score: scale * cosine(image, its prompt), clamped at 0 only when asked (fixed-shape batches)."""
-        img = fixed_shape_forward(self.backend.encode_images, images, self.opt["batch_size"])[0]
+        img = fixed_shape_forward(self.backend.encode_images, images, self.opt["batch_size"],
+                                  same_bits_key=self.backend)[0]
         s = self.scale() * (img * self.text_features(prompts).to(img.device)).sum(-1)
         return (s.clamp_min(0) if self.opt["clamp"] else s).double().cpu()
 

@@ -264,7 +264,8 @@ class FidIsKid(Metric):
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 NHWC -> (fid features, isc logits) as float32 CPU tensors (fixed-shape batches: see base)."""
         x = images.to(self.device).permute(0, 3, 1, 2).contiguous()
-        fid, isc = fixed_shape_forward(self.extractor, x, self.opt["batch_size"])
+        ext = self.extractor
+        fid, isc = fixed_shape_forward(ext, x, self.opt["batch_size"], same_bits_key=ext)
         return fid.float().cpu(), isc.float().cpu()
 
     def reference_material(self, dataset) -> dict[str, Any]:
