@@ -104,10 +104,10 @@ KID_OPTS = {"kid_subsets": 12, "kid_kernel_poly_degree": 3, "kid_kernel_poly_gam
             "kid_kernel_poly_coef0": 1.0, "kid_seed": 2020}
 
 
-def ours_kid(gen, ref, o, subset, ref_gram=None):
+def ours_kid(gen, ref, o, subset, ref_kernel=None):
     return kid.kid_poly(gen, ref, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
                         degree=o["kid_kernel_poly_degree"], gamma=o["kid_kernel_poly_gamma"],
-                        coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"], ref_gram=ref_gram)
+                        coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"], ref_kernel=ref_kernel)
 
 
 class _Calls:
@@ -134,7 +134,8 @@ def test_kid_from_gram_blocks_equals_torch_fidelity(monkeypatch, n_gen, n_ref, d
     o = {**KID_OPTS, "kid_kernel_poly_gamma": gamma, "kid_kernel_poly_degree": degree}
     want = ref_kid(gen, ref, o, subset)
     assert ours_kid(gen, ref, o, subset) == want
-    assert ours_kid(gen, ref, o, subset, ref_gram=kid.gram(ref.numpy())) == want
+    kept = kid.reference_kernel(ref.numpy(), degree, gamma, o["kid_kernel_poly_coef0"])
+    assert ours_kid(gen, ref, o, subset, ref_kernel=kept) == want
     assert calls.n == 0, "the Gram-block path fell back to torch-fidelity's loop on this machine"
 
 
@@ -142,11 +143,11 @@ def test_kid_falls_back_when_a_block_differs(monkeypatch):
     gen, ref = features(200, 32, 3), features(300, 32, 4)
     want = ref_kid(gen, ref, KID_OPTS, 100)
     calls = _Calls(monkeypatch)
-    good = kid.gram(ref.numpy())
+    good = kid.reference_kernel(ref.numpy(), 3, None, 1.0)
     bad = good.copy()
-    bad += np.float32(1e-3)                                   # a Gram matrix whose blocks are not the products
-    assert ours_kid(gen, ref, KID_OPTS, 100, ref_gram=bad) == want and calls.n == 1
-    assert ours_kid(gen, ref, KID_OPTS, 100, ref_gram=good) == want and calls.n == 1
+    bad += np.float32(1e-3)                                   # a kernel matrix whose blocks are not the products'
+    assert ours_kid(gen, ref, KID_OPTS, 100, ref_kernel=bad) == want and calls.n == 1
+    assert ours_kid(gen, ref, KID_OPTS, 100, ref_kernel=good) == want and calls.n == 1
 
 
 def test_kid_large_or_small_sets_use_torch_fidelity(monkeypatch):
@@ -202,11 +203,11 @@ def test_compute_with_reference_caches_equals_reference(tmp_path):
     gen_isc = torch.randn(150, 10, generator=torch.Generator().manual_seed(10))
     want = ref_fid_is_kid(gen_fid, gen_isc, ref, m.opt)
     assert m.compute(gen_fid, gen_isc, ref) == want
-    assert set(m.reference(ds).derived) == {"fid_stats", "kid_gram"}   # kept for the next cell of this set
+    assert set(m.reference(ds).derived) == {"fid_stats", "kid_kernel"}   # kept for the next cell of this set
     assert m.compute(gen_fid, gen_isc, ref) == want                     # ... and the same values from them
     other = features(200, ref.shape[1], 11)                   # features that are not a held reference set's
     assert m.compute(gen_fid, gen_isc, other) == ref_fid_is_kid(gen_fid, gen_isc, other, m.opt)
-    assert set(m.reference(ds).derived) == {"fid_stats", "kid_gram"}
+    assert set(m.reference(ds).derived) == {"fid_stats", "kid_kernel"}
 
 
 def test_a_cell_keeps_its_own_reference_while_the_metric_moves_on(tmp_path):

@@ -10,7 +10,7 @@ the same FID-layer features: density and coverage (``density_coverage``, k = ``d
 the real radii cached with the reference) and FID-infinity (``fid_inf``: `bench.metrics.fd_infinity`). Their options
 stay out of the validated dict (and so of every cell key) while at their defaults, so existing cells keep their keys.
 Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`); in
-memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's Gram matrix)
+memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's kernel matrix)
 for the next cell. KID is torch-fidelity's, evaluated on Gram blocks (`bench.metrics.kid`, bit for bit), and the
 matrix products run on one OpenBLAS thread (`bench.metrics.blas`, the same bits).
 """
@@ -123,7 +123,7 @@ MAX_REFERENCES = 3
 class Reference:
     """What depends on one reference set alone: its FID-layer features, the k-NN radii of its manifold (precision /
     recall; None without them) and what `FidIsKid.compute` derives from them on first use (``derived``: FID
-    statistics, KID's Gram matrix); ``dc_radii``: density/coverage's k-NN radii (None unless asked for), kept in
+    statistics, KID's kernel matrix); ``dc_radii``: density/coverage's k-NN radii (None unless asked for), kept in
     the same cache entry. A cell's accumulator holds its own, so a cell finishing on a worker thread
     while the next cell, of another dataset, starts never reads the other's."""
     features: torch.Tensor
@@ -344,12 +344,12 @@ class FidIsKid(Metric):
             if "fid_stats" not in derived:
                 derived["fid_stats"] = fid_features_to_statistics(ref_fid.double())
             s_gen = fid_features_to_statistics(gen_fid.double())
-            if "kid_gram" not in derived and kid.fits(n, len(ref_fid)):
-                derived["kid_gram"] = kid.gram(ref_fid.numpy())
+            poly = (o["kid_kernel_poly_degree"], o["kid_kernel_poly_gamma"], o["kid_kernel_poly_coef0"])
+            if derived.get("kid_kernel", (None,))[0] != poly and kid.fits(n, len(ref_fid)):
+                derived["kid_kernel"] = (poly, kid.reference_kernel(ref_fid.numpy(), *poly))
             kd = kid.kid_poly(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
-                              degree=o["kid_kernel_poly_degree"], gamma=o["kid_kernel_poly_gamma"],
-                              coef0=o["kid_kernel_poly_coef0"], rng_seed=o["kid_seed"],
-                              ref_gram=derived.get("kid_gram"))
+                              degree=poly[0], gamma=poly[1], coef0=poly[2], rng_seed=o["kid_seed"],
+                              ref_kernel=derived.get("kid_kernel", (None, None))[1])
         s_ref = derived["fid_stats"]
 
         # the eigenvalues outside that block: LAPACK's depend on the thread count from about 512 features on

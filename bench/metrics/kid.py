@@ -1,21 +1,24 @@
-"""KID (polynomial kernel) as torch-fidelity computes it, from Gram blocks computed once per cell.
+"""KID (polynomial kernel) as torch-fidelity computes it, from kernel blocks computed once per cell.
 
 torch-fidelity's ``kid_features_to_metric`` draws ``kid_subsets`` pairs of subsets (``RandomState(seed).choice``,
 generated subset then reference subset) and, for each, multiplies three ``subset_size`` x ``subset_size`` feature
 blocks (``np.matmul``: X X^T, Y Y^T, X Y^T), applies the kernel ``(G * gamma + coef0) ** degree`` and takes the
 unbiased MMD^2. The products of every subset are entries of three Gram matrices that do not depend on the subset:
-X X^T of all generated features, Y Y^T of all reference features (the same for every cell of a dataset, so it is
-kept by the caller) and X Y^T. `kid_poly` computes those once and reads each subset's blocks out of them, then
-applies torch-fidelity's own kernel expression and its own ``mmd2`` to blocks of the same shape and dtype, in the
-same subset order with the same random draws.
+X X^T of all generated features, Y Y^T of all reference features (the same for every cell of a dataset, so its
+kernel is kept by the caller) and X Y^T. `kid_poly` computes those once, applies torch-fidelity's own kernel
+expression to each whole matrix (elementwise: a block of the kernel is the kernel of the block) and reads each
+subset's kernel blocks out of them, then applies torch-fidelity's own ``mmd2`` to blocks of the same shape and
+dtype, in the same subset order with the same random draws.
 
 Invariant: the values are those of torch-fidelity's function, bit for bit. An entry of a float32 matrix product is
 one dot product accumulated over the feature dimension; BLAS splits the work over rows and columns of the output
 (tiles, threads), not over that dimension, so the entry does not depend on which other rows were multiplied with
-it. That is a property of the BLAS, not a guarantee, so it is checked on every call: the first subset's three
-blocks are also multiplied directly (as torch-fidelity does) and compared with the blocks read from the Gram
-matrices; on any difference, and when the Gram matrices would be large (`MAX_GRAM_ENTRIES`), torch-fidelity's own
-function computes the value instead. ``tests/test_values_unchanged.py`` compares both paths with ``==``.
+it; nor does an elementwise kernel value depend on where in an array it is computed. Those are properties of the
+BLAS and of numpy's vector loops, not guarantees, so they are checked on every call: the first subset's three
+blocks are also multiplied and put through the kernel directly (as torch-fidelity does) and compared with the
+blocks read from the kernel matrices; on any difference, and when the Gram matrices would be large
+(`MAX_GRAM_ENTRIES`), torch-fidelity's own function computes the value instead. ``tests/test_values_unchanged.py``
+compares both paths with ``==``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ def gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     return np.matmul(a, a.T) if b is None else np.matmul(a, b.T)
 
 
+def kernel_poly(products: np.ndarray, degree: int, gamma: float, coef0: float) -> np.ndarray:
+    """torch-fidelity's ``kernel_poly`` applied to feature products: ``(G * gamma + coef0) ** degree`` (elementwise)."""
+    return (products * gamma + coef0) ** degree
+
+
+def reference_kernel(ref: np.ndarray, degree: int, gamma: float | None, coef0: float) -> np.ndarray:
+    """The kernel of the reference set's whole Gram matrix (``gamma`` None: 1 / feature dimension, as
+    torch-fidelity): the same for every cell of a dataset and kernel, so the caller keeps it for `kid_poly`."""
+    return kernel_poly(gram(ref), degree, 1.0 / ref.shape[1] if gamma is None else gamma, coef0)
+
+
 def fits(n_gen: int, n_ref: int) -> bool:
     """Whether the three Gram matrices of ``n_gen`` generated and ``n_ref`` reference rows fit `MAX_GRAM_ENTRIES`."""
     return n_gen * n_gen + n_ref * n_ref + n_gen * n_ref <= MAX_GRAM_ENTRIES
@@ -46,9 +60,10 @@ def _block(g: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def kid_poly(features_1: torch.Tensor, features_2: torch.Tensor, *, kid_subsets: int, kid_subset_size: int,
              degree: int, gamma: float | None, coef0: float, rng_seed: int,
-             ref_gram: np.ndarray | None = None) -> dict[str, float]:
+             ref_kernel: np.ndarray | None = None) -> dict[str, float]:
     """``kid_features_to_metric(features_1, features_2, kid_kernel="poly", ...)`` of torch-fidelity, bit for bit
-    (see the module docstring). ``ref_gram``: ``gram(features_2)`` when the caller keeps it (the reference set's)."""
+    (see the module docstring). ``ref_kernel``: ``reference_kernel(features_2, degree, gamma, coef0)`` when the
+    caller keeps it (the reference set's; checked like the rest)."""
     kwargs = dict(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_kernel="poly",
                   kid_kernel_poly_degree=degree, kid_kernel_poly_gamma=gamma, kid_kernel_poly_coef0=coef0,
                   rng_seed=rng_seed, verbose=False)
@@ -62,21 +77,22 @@ def kid_poly(features_1: torch.Tensor, features_2: torch.Tensor, *, kid_subsets:
     g = 1.0 / x.shape[1] if gamma is None else gamma      # as torch-fidelity's kernel_poly
 
     def kernel(block: np.ndarray) -> np.ndarray:
-        return (block * g + coef0) ** degree               # torch-fidelity's kernel_poly on the product
+        return kernel_poly(block, degree, g, coef0)
 
-    gxx, gxy = gram(x), gram(x, y)
-    gyy = gram(y) if ref_gram is None else ref_gram
-    vassert(gyy.shape == (n2, n2), "reference Gram matrix does not match the reference features")
+    # the kernel is elementwise, so each subset's kernel block is a block of the kernel of the whole Gram matrix
+    kyy = reference_kernel(y, degree, gamma, coef0) if ref_kernel is None else ref_kernel
+    vassert(kyy.shape == (n2, n2), "reference kernel matrix does not match the reference features")
+    kxx, kxy = kernel(gram(x)), kernel(gram(x, y))
     rng = np.random.RandomState(rng_seed)
     mmds = np.zeros(kid_subsets)
     for i in range(kid_subsets):
         ix = rng.choice(n1, m, replace=False)
         iy = rng.choice(n2, m, replace=False)
-        bxx, byy, bxy = _block(gxx, ix, ix), _block(gyy, iy, iy), _block(gxy, ix, iy)
+        bxx, byy, bxy = _block(kxx, ix, ix), _block(kyy, iy, iy), _block(kxy, ix, iy)
         if i == 0:                                          # the invariant, checked on this call's data
             f1, f2 = x[ix], y[iy]
-            if not (np.array_equal(bxx, gram(f1)) and np.array_equal(byy, gram(f2))
-                    and np.array_equal(bxy, gram(f1, f2))):
+            if not (np.array_equal(bxx, kernel(gram(f1))) and np.array_equal(byy, kernel(gram(f2)))
+                    and np.array_equal(bxy, kernel(gram(f1, f2)))):
                 return kid_features_to_metric(features_1, features_2, **kwargs)
-        mmds[i] = mmd2(kernel(bxx), kernel(bxy), kernel(byy))
+        mmds[i] = mmd2(bxx, bxy, byy)
     return {KEY_METRIC_KID_MEAN: float(np.mean(mmds)), KEY_METRIC_KID_STD: float(np.std(mmds))}
