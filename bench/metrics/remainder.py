@@ -61,6 +61,12 @@ def record(key: Any, sig: tuple, same: bool) -> None:
         _verdicts.setdefault(key, {})[sig] = bool(same)
 
 
+def verdicts(key: Any) -> dict[tuple, bool]:
+    """Every verdict about ``key``: `signature` -> whether that short shape gave the padded bits (a copy)."""
+    with _lock:
+        return dict(_verdicts.get(key, {}))
+
+
 def forget(key: Any) -> None:
     """Drop every verdict about ``key`` (tests; a network whose weights were replaced in place)."""
     with _lock:
