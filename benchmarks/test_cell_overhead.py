@@ -147,7 +147,7 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
     fik = r_one.metrics(cell)["fid_is_kid"]
     fbs, n_img = fik.opt["batch_size"], facts["images"]
     short = n_img % fbs
-    alone = [same for sig, same in remainder.verdicts(fik.extractor).items() if sig[:2] == (fbs, short)]
+    alone = [same for sig, same in remainder.verdicts(fik.forward_identity()).items() if sig[:2] == (fbs, short)]
     batches = (f"fixed-shape batches of {fbs}" + (
         "" if not short else f", the short {short}-row chunk " + (
             "run alone (its shape checked to give the padded bits)" if alone and alone[0]

@@ -108,3 +108,25 @@ def test_mini_classifier_short_chunks_give_the_padded_bits():
             got = fixed_shape_forward(net.embed, x, 500, same_bits_key=net)[0]
             assert torch.equal(got, want)
     assert remainder.verdict(net, remainder.signature(x, 500, "strict")) is not None
+
+
+def test_a_new_metric_instance_of_the_same_network_reuses_the_verdict(tmp_path):
+    """A fresh Runner builds new metric objects: the verdict is keyed by what the network computes (extractor,
+    weights, layers, device), so it is not checked again, and the features are the same bits."""
+    from bench.metrics.fid_is_kid import FidIsKid
+
+    opts = {"feature_extractor": "mini-classifier", "batch_size": 500}
+    a, b = FidIsKid(opts, torch.device("cpu"), tmp_path), FidIsKid(opts, torch.device("cpu"), tmp_path)
+    assert a.forward_identity() == b.forward_identity()
+    remainder.forget(a.forward_identity())
+    images = torch.randint(0, 256, (250, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fa = a.features(images)
+    sig = remainder.signature(images.permute(0, 3, 1, 2), 500, "strict")
+    assert remainder.verdict(a.forward_identity(), sig) is not None       # checked by the first instance
+    calls = []
+    b.extractor.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+    fb = b.features(images)
+    assert all(torch.equal(x, y) for x, y in zip(fa, fb))
+    assert calls == ([250] if remainder.verdict(a.forward_identity(), sig) else [500])   # one pass: no new check
+    other = FidIsKid({**opts, "feature_layer_fid": "logits_unbiased"}, torch.device("cpu"), tmp_path)
+    assert other.forward_identity() != a.forward_identity()                # another layer: another function

@@ -182,9 +182,10 @@ def fixed_shape_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, batc
                         same_bits_key: Any = None) -> list[torch.Tensor]:
     """``fn`` over ``x`` in chunks of exactly ``batch_size`` (the last one zero-padded and the padding dropped), so
     each row's output does not depend on how many rows came with it. ``fn`` returns a tensor or a tuple of them;
-    the result is a list with one concatenated tensor per output. ``same_bits_key``: a stable object naming the
-    network (its module or backend); given, a short last chunk runs without padding once its shape has been seen to
-    give the padded batch's bits (`bench.metrics.remainder`: checked on real rows, the bits unchanged)."""
+    the result is a list with one concatenated tensor per output. ``same_bits_key``: a hashable identity of
+    ``fn``'s computation (equal keys: the same function; a metric's ``forward_identity()``); given, a short last
+    chunk runs without padding once its shape has been seen to give the padded batch's bits
+    (`bench.metrics.remainder`: checked on real rows, the bits unchanged)."""
     with strict_numerics():                # float32 exactly: no TF32 (see the module docstring)
         return _fixed_shape_forward(fn, x, batch_size, same_bits_key)
 

@@ -225,6 +225,11 @@ class ClipScore(Metric):
     def version_key(self) -> str:
         return f"{self.version}|{self.opt['backend']}|{self.opt['model']}|{self.backend.weights_id}"
 
+    def forward_identity(self) -> tuple:
+        """What determines the image tower's computation (backend, model, weights, device): `bench.metrics.remainder`'s
+        key for the short-chunk verdicts, shared by every instance that computes the same function."""
+        return (self.name, self.version_key(), str(self.backend.device))
+
     def describe(self) -> dict[str, Any]:
         return {"implementation": self.backend.implementation, **self.opt, "weights": self.backend.weights_id,
                 "scale": self.scale(), "clamped": bool(self.opt["clamp"]), "text_max_tokens": 77,
@@ -240,7 +245,7 @@ class ClipScore(Metric):
     def scores(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Per-image score: scale * cosine(image, its prompt), clamped at 0 only when asked (fixed-shape batches)."""
         img = fixed_shape_forward(self.backend.encode_images, images, self.opt["batch_size"],
-                                  same_bits_key=self.backend)[0]
+                                  same_bits_key=self.forward_identity())[0]
         s = self.scale() * (img * self.text_features(prompts).to(img.device)).sum(-1)
         return (s.clamp_min(0) if self.opt["clamp"] else s).double().cpu()
 

@@ -213,6 +213,11 @@ class FidIsKid(Metric):
     def version_key(self) -> str:
         return f"{self.version}|{self.opt['feature_extractor']}|{self.weights_id()}|tf{torch_fidelity.__version__}"
 
+    def forward_identity(self) -> tuple:
+        """What determines `features`' computation (extractor, weights, layers, device): `bench.metrics.remainder`'s
+        key for the short-chunk verdicts, shared by every instance that computes the same function."""
+        return (self.name, self.version_key(), self.layer_fid, self.layer_isc, str(self.device))
+
     def preprocess(self) -> str:
         return PREPROCESS.get(self.opt["feature_extractor"], f"{self.opt['feature_extractor']}'s own")
 
@@ -264,8 +269,8 @@ class FidIsKid(Metric):
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 NHWC -> (fid features, isc logits) as float32 CPU tensors (fixed-shape batches: see base)."""
         x = images.to(self.device).permute(0, 3, 1, 2).contiguous()
-        ext = self.extractor
-        fid, isc = fixed_shape_forward(ext, x, self.opt["batch_size"], same_bits_key=ext)
+        fid, isc = fixed_shape_forward(self.extractor, x, self.opt["batch_size"],
+                                       same_bits_key=self.forward_identity())
         return fid.float().cpu(), isc.float().cpu()
 
     def reference_material(self, dataset) -> dict[str, Any]:

@@ -6,13 +6,16 @@ measured on this project's 2-core Xeon, the mini world's classifier, CLIP and Pi
 same bits in batches of 25, 50, 64, 100, 125, 250 and 500. Where that holds, the padding of a short chunk is wasted
 work: a 250-sample cell with 500-row metric batches runs each network on twice its rows.
 
-So a caller that names its network (``same_bits_key``: the module or backend, a stable object) lets a short chunk
-run at its own shape, once that shape has been seen to give exactly the padded batch's bits. The first short chunk
+So a caller that names its network (``same_bits_key``: a hashable identity of the computation, such as the metric's
+code version, extractor, weights hash, layers and device; equal keys must mean the same function) lets a short
+chunk run at its own shape, once that shape has been seen to give exactly the padded batch's bits. The first short chunk
 of a shape runs both ways: the padded batch (whose rows are the result, as before) and the chunk alone, compared
 with ``torch.equal`` on every output. Equal: later chunks of that shape run alone. Different (or the network is
-not deterministic): that shape stays padded. Verdicts are kept per network object (weakly: they go with it) and
-per (batch size, rows, row shape, dtype, device, numerics mode), at most `MAX_SHAPES` shapes a network; further
-shapes are padded unchecked.
+not deterministic): that shape stays padded. Verdicts are kept for the process, per network key (so a new Runner
+loading the same network does not check again; at most `MAX_NETWORKS` keys, the oldest dropped) and per (batch
+size, rows, row shape, dtype, device, numerics mode), at most `MAX_SHAPES` shapes a network; further shapes are
+padded unchecked. The first short chunk of a shape costs one extra pass over its rows; every later one saves the
+padding.
 
 Invariant: a row's output is the bits the padded fixed-shape batch gives it, whichever path ran. A kernel's
 blocking is chosen by shape, not by data, so equality on one real chunk of a shape (hundreds of outputs, each a
@@ -25,14 +28,14 @@ cells end to end.
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any, Callable
 
 import torch
 
 MAX_SHAPES = 8                 # short-chunk shapes checked per network; more (odd --limit values) stay padded
+MAX_NETWORKS = 64              # network keys remembered; the oldest is dropped first
 
-_verdicts: "weakref.WeakKeyDictionary[Any, dict[tuple, bool]]" = weakref.WeakKeyDictionary()
+_verdicts: dict[Any, dict[tuple, bool]] = {}
 _lock = threading.Lock()
 
 
@@ -58,7 +61,11 @@ def verdict(key: Any, sig: tuple) -> bool | None:
 
 def record(key: Any, sig: tuple, same: bool) -> None:
     with _lock:
-        _verdicts.setdefault(key, {})[sig] = bool(same)
+        if key not in _verdicts:
+            while len(_verdicts) >= MAX_NETWORKS:
+                _verdicts.pop(next(iter(_verdicts)))
+            _verdicts[key] = {}
+        _verdicts[key][sig] = bool(same)
 
 
 def verdicts(key: Any) -> dict[tuple, bool]:
@@ -68,7 +75,7 @@ def verdicts(key: Any) -> dict[tuple, bool]:
 
 
 def forget(key: Any) -> None:
-    """Drop every verdict about ``key`` (tests; a network whose weights were replaced in place)."""
+    """Drop every verdict about ``key`` (tests; a network whose weights were changed in place under the same key)."""
     with _lock:
         _verdicts.pop(key, None)
 
