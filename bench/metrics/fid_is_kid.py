@@ -11,7 +11,7 @@ the real radii cached with the reference) and FID-infinity (``fid_inf``: `bench.
 stay out of the validated dict (and so of every cell key) while at their defaults, so existing cells keep their keys.
 Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`); in
 memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's kernel matrix)
-for the next cell. KID is torch-fidelity's, evaluated on Gram blocks (`bench.metrics.kid`, bit for bit), and the
+for the next cell. KID is torch-fidelity's, evaluated on kernel blocks (`bench.metrics.kid`, bit for bit), and the
 matrix products run on one OpenBLAS thread (`bench.metrics.blas`, the same bits).
 """
 
