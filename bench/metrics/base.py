@@ -196,8 +196,7 @@ def _fixed_shape_forward(fn, x: torch.Tensor, batch_size: int, key: Any = None) 
         if len(chunk) < batch_size:
             y = remainder.short_chunk(fn, chunk, batch_size, key, current_mode())
         else:
-            y = fn(chunk)
-            y = list(y) if isinstance(y, (tuple, list)) else [y]
+            y = remainder.as_list(fn(chunk))
         if not outs:
             outs = [[] for _ in y]
         for acc, t in zip(outs, y):

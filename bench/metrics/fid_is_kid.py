@@ -350,11 +350,12 @@ class FidIsKid(Metric):
                 derived["fid_stats"] = fid_features_to_statistics(ref_fid.double())
             s_gen = fid_features_to_statistics(gen_fid.double())
             poly = (o["kid_kernel_poly_degree"], o["kid_kernel_poly_gamma"], o["kid_kernel_poly_coef0"])
-            if derived.get("kid_kernel", (None,))[0] != poly and kid.fits(n, len(ref_fid)):
-                derived["kid_kernel"] = (poly, kid.reference_kernel(ref_fid.numpy(), *poly))
+            kept = derived.get("kid_kernel")                  # (kernel parameters, the reference's kernel matrix)
+            if (kept is None or kept[0] != poly) and kid.fits(n, len(ref_fid)):
+                kept = derived["kid_kernel"] = (poly, kid.reference_kernel(ref_fid.numpy(), *poly))
             kd = kid.kid_poly(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
                               degree=poly[0], gamma=poly[1], coef0=poly[2], rng_seed=o["kid_seed"],
-                              ref_kernel=derived.get("kid_kernel", (None, None))[1])
+                              ref_kernel=kept[1] if kept is not None and kept[0] == poly else None)
         s_ref = derived["fid_stats"]
 
         # the eigenvalues outside that block: LAPACK's depend on the thread count from about 512 features on

@@ -42,10 +42,15 @@ def kernel_poly(products: np.ndarray, degree: int, gamma: float, coef0: float) -
     return (products * gamma + coef0) ** degree
 
 
+def _gamma(features: np.ndarray, gamma: float | None) -> float:
+    """torch-fidelity's default: 1 / feature dimension when ``gamma`` is None."""
+    return 1.0 / features.shape[1] if gamma is None else gamma
+
+
 def reference_kernel(ref: np.ndarray, degree: int, gamma: float | None, coef0: float) -> np.ndarray:
-    """The kernel of the reference set's whole Gram matrix (``gamma`` None: 1 / feature dimension, as
-    torch-fidelity): the same for every cell of a dataset and kernel, so the caller keeps it for `kid_poly`."""
-    return kernel_poly(gram(ref), degree, 1.0 / ref.shape[1] if gamma is None else gamma, coef0)
+    """The kernel of the reference set's whole Gram matrix: the same for every cell of a dataset and kernel, so the
+    caller keeps it for `kid_poly`."""
+    return kernel_poly(gram(ref), degree, _gamma(ref, gamma), coef0)
 
 
 def fits(n_gen: int, n_ref: int) -> bool:
@@ -74,7 +79,7 @@ def kid_poly(features_1: torch.Tensor, features_2: torch.Tensor, *, kid_subsets:
     if not fits(n1, n2) or n1 < m or n2 < m:           # too large, or torch-fidelity's own refusal
         return kid_features_to_metric(features_1, features_2, **kwargs)
     x, y = features_1.cpu().numpy(), features_2.cpu().numpy()
-    g = 1.0 / x.shape[1] if gamma is None else gamma      # as torch-fidelity's kernel_poly
+    g = _gamma(x, gamma)
 
     def kernel(block: np.ndarray) -> np.ndarray:
         return kernel_poly(block, degree, g, coef0)

@@ -39,7 +39,8 @@ _verdicts: dict[Any, dict[tuple, bool]] = {}
 _lock = threading.Lock()
 
 
-def _as_list(y) -> list[torch.Tensor]:
+def as_list(y) -> list[torch.Tensor]:
+    """A network's outputs as a list: a tuple or list of tensors, or one tensor."""
     return list(y) if isinstance(y, (tuple, list)) else [y]
 
 
@@ -88,11 +89,11 @@ def short_chunk(fn: Callable[[torch.Tensor], Any], chunk: torch.Tensor, batch_si
     sig = signature(chunk, batch_size, mode) if key is not None else None
     known = verdict(key, sig) if key is not None else False
     if known:
-        return _as_list(fn(chunk))
+        return as_list(fn(chunk))
     padded = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
-    out = [t[:n] for t in _as_list(fn(padded))]
+    out = [t[:n] for t in as_list(fn(padded))]
     if known is None:
-        alone = _as_list(fn(chunk))
+        alone = as_list(fn(chunk))
         record(key, sig, len(alone) == len(out) and all(
             torch.is_tensor(a) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
             for a, b in zip(alone, out)))
