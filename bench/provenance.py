@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -23,7 +24,11 @@ _HASH_CACHE = Path(os.environ.get("STEPBENCH_HASH_CACHE", Path.home() / ".cache"
 _lock = threading.Lock()
 
 
+@functools.cache
 def git_sha() -> str | None:
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files), read once per process: the code
+    a process runs is the code it imported, whatever the checkout holds later (two ``git`` calls, ~20 ms, were
+    paid on every run of a long-lived process: the ``make perf`` rounds, the Python API)."""
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -36,14 +41,20 @@ def git_sha() -> str | None:
         return None
 
 
+@functools.cache
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (None when it is not installed), read once per process: a
+    process runs the libraries it imported, and the metadata lookup (~3 ms per name with this environment's
+    packages) was paid on every run and, through `bench.metrics.refcache.library_versions`, on every cell."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str | None]:
-    out = {}
-    for p in PACKAGES:
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            out[p] = None
-    return out
+    """Installed versions of `PACKAGES`."""
+    return {p: package_version(p) for p in PACKAGES}
 
 
 def device_name(device: torch.device) -> str:

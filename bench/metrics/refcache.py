@@ -11,7 +11,6 @@ store) and are listed and removed by ``bench cache ls`` / ``bench cache clear``.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import time
@@ -24,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bench.cell import canonical_json
+from bench.provenance import package_version
 from bench.tempfiles import temp_name
 
 FORMAT = "refstats-1"
@@ -31,13 +31,8 @@ SUBDIR = "refstats"
 
 
 def library_versions(*names: str) -> dict[str, str | None]:
-    out = {}
-    for n in ("torch", *names):
-        try:
-            out[n] = importlib.metadata.version(n)
-        except importlib.metadata.PackageNotFoundError:
-            out[n] = None
-    return out
+    """Installed versions of torch and ``names`` (`bench.provenance.package_version`: read once per process)."""
+    return {n: package_version(n) for n in ("torch", *names)}
 
 
 def with_numerics(material: dict[str, Any]) -> dict[str, Any]:
