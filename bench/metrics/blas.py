@@ -19,6 +19,7 @@ computed inside the block with torch-fidelity's own functions outside it, with `
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -34,8 +35,22 @@ _depth = 0
 _saved: list[tuple] = []
 
 
+_found: tuple[int, list[tuple]] | None = None     # (len(sys.modules) when scanned, what `_scan` found)
+
+
 def _libraries() -> list[tuple]:
-    """(set, get) functions of every OpenBLAS loaded in this process (read from ``/proc/self/maps``)."""
+    """(set, get) functions of every OpenBLAS loaded in this process. The scan of ``/proc/self/maps`` (~3 ms with
+    torch's hundreds of mappings, once per cell) is repeated only after more modules were imported: an OpenBLAS is
+    loaded by importing the extension module linked to it (numpy's, scipy's)."""
+    global _found
+    imported = len(sys.modules)
+    if _found is None or _found[0] != imported:
+        _found = (imported, _scan())
+    return _found[1]
+
+
+def _scan() -> list[tuple]:
+    """(set, get) functions of every OpenBLAS mapped into this process now (read from ``/proc/self/maps``)."""
     paths = set()
     try:
         with open("/proc/self/maps") as f:
