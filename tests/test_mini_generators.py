@@ -136,3 +136,32 @@ def test_adapters_follow_protocol_and_reject_wrong_weights(models):
     assert [models[n].family for n in ADAPTERS] == ["flow", "meanflow", "solution-operator"]
     with pytest.raises(ValueError, match="second input"):
         MiniSiT().load(ModelSpec(id="x", adapter="mini-sit", weights="meanflow"), torch.device("cpu"))
+
+
+def test_load_gives_the_files_tensors_and_refuses_incomplete_files(tmp_path):
+    """The network is built on the meta device and given the file's tensors: the same outputs, bit for bit, as a
+    randomly initialised network loaded the usual way; a file missing a tensor or with one too many is refused
+    (strict), never run with a meta or random parameter."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from bench.mini.nets import MiniUNet, make_config
+    g = MiniSiT()
+    g.load(ModelSpec(id="x", adapter="mini-sit"), torch.device("cpu"))
+    assert not any(t.is_meta for t in [*g.net.parameters(), *g.net.buffers()])
+    sd, cfg = mini_weights.load("sit")
+    usual = MiniUNet({k: v for k, v in cfg.items() if k in make_config()})
+    usual.load_state_dict(sd)
+    usual = usual.to(memory_format=torch.channels_last).eval()
+    x, t, y = torch.randn(20, 3, 16, 16), torch.rand(20), torch.randint(0, 10, (20,))
+    with torch.inference_mode():
+        assert torch.equal(g.net(x, t, y), usual(x, t, y))
+    dropped = sorted(sd)[3]
+    for name, tensors in (("missing", {k: v for k, v in sd.items() if k != dropped}),
+                          ("extra", {**sd, "surplus.weight": torch.zeros(2)})):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path))
+        path.with_suffix(".json").write_text(json.dumps(cfg))
+        with pytest.raises(RuntimeError, match="Missing key" if name == "missing" else "Unexpected key"):
+            MiniSiT().load(ModelSpec(id="x", adapter="mini-sit", weights=str(path)), torch.device("cpu"))
