@@ -308,11 +308,11 @@ class ResultStore:
         statement per row). Arrow float64 carries each Python float unchanged."""
         if rows is None:
             return
-        order = self._column_order.get(table)
-        if order is None:
-            order = self._column_order[table] = [r[0] for r in self.con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-                [table]).fetchall()]
+        if table not in self._column_order:         # every table's columns in one query (~1.5 ms a statement)
+            for name, column in self.con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                                 "ORDER BY table_name, ordinal_position").fetchall():
+                self._column_order.setdefault(name, []).append(column)
+        order = self._column_order.get(table, [])
         self.con.from_arrow(rows.select(order)).insert_into(table)
 
     # -- reading ----------------------------------------------------------------------------------------------
