@@ -183,6 +183,59 @@ def test_one_blas_thread_is_restored_when_the_block_raises():
     assert blas.thread_counts() == before
 
 
+@pytest.fixture
+def two_blas_threads():
+    """Every loaded OpenBLAS on two threads for the test (restored after), verdicts of other tests forgotten."""
+    libs = blas._libraries()
+    if not libs:
+        pytest.skip("no OpenBLAS found in this process: single_threaded_if_same has nothing to choose")
+    before = [g() for _, g in libs]
+    for setter, _ in libs:
+        setter(2)
+    saved = dict(blas._same_bits)
+    blas._same_bits.clear()
+    yield
+    for (setter, _), n in zip(libs, before):
+        setter(n)
+    blas._same_bits.clear()
+    blas._same_bits.update(saved)
+
+
+def test_one_thread_only_where_it_was_seen_to_give_the_same_result(two_blas_threads):
+    seen = []
+
+    def counts():                                   # a result that depends on the thread count
+        seen.append(tuple(blas.thread_counts()))
+        return seen[-1]
+
+    assert blas.single_threaded_if_same("depends", counts, lambda a, b: a == b) == (2,) * len(seen[0])
+    assert len(seen) == 2 and set(seen[1]) == {1}  # checked both ways, the default-threads result returned
+    assert blas.single_threaded_if_same("depends", counts, lambda a, b: a == b) == seen[0]
+    assert len(seen) == 3                           # verdict: different, so default threads from then on
+    inside = []
+
+    def same():                                     # a result that does not
+        inside.append(tuple(blas.thread_counts()))
+        return 42
+
+    assert [blas.single_threaded_if_same("same", same, lambda a, b: a == b) for _ in range(3)] == [42] * 3
+    assert set(inside[0]) == {2} and all(set(c) == {1} for c in inside[1:])   # one thread once checked
+
+
+@pytest.mark.parametrize("d", [128, 512, 2048])
+def test_fid_through_the_thread_verdict_equals_torch_fidelitys(two_blas_threads, d):
+    gen, ref = features(300, d, 12), features(400, d, 13, shift=0.2)
+    s_gen, s_ref = fid_features_to_statistics(gen.double()), fid_features_to_statistics(ref.double())
+    want = float(fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"])
+
+    def fid():
+        return float(fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"])
+
+    first = blas.single_threaded_if_same(("fid", d), fid, lambda a, b: a == b)    # checks, default threads
+    then = [blas.single_threaded_if_same(("fid", d), fid, lambda a, b: a == b) for _ in range(2)]
+    assert first == want and then == [want, want]
+
+
 # -- bootstrap ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n,resamples", [(250, 1000), (500, 1000), (37, 130), (2000, 200)])
 def test_bootstrap_intervals_equal_the_previous_loops(n, resamples):

@@ -9,8 +9,9 @@ and restores the previous counts after it.
 
 Invariant: the values do not change. OpenBLAS divides a matrix product (gemm, syrk) among threads by blocks of the
 output, each entry one dot product in the same order whatever the thread count, so products are the same bits on one
-thread as on many. LAPACK's eigensolver is not (measured: from about 512 features its eigenvalues change with the
-thread count), so FID's eigenvalues stay outside the block. ``tests/test_values_unchanged.py`` compares what is
+thread as on many. LAPACK's eigensolver is not (measured: at 256 features and more its eigenvalues change with the
+thread count), so FID's eigenvalues stay outside the block, except where `single_threaded_if_same` has seen one
+thread give the same bits at that size. ``tests/test_values_unchanged.py`` compares what is
 computed inside the block with torch-fidelity's own functions outside it, with ``==``. Where OpenBLAS cannot be found
 (another BLAS, no ``/proc/self/maps``), the block changes nothing. The setting is process-wide while a block runs
 (the runner's statistics thread: torch's own BLAS, used by the networks meanwhile, is not OpenBLAS).
@@ -22,7 +23,9 @@ import ctypes
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Hashable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 # (set, get) symbol names: OpenBLAS's own, and the prefixed/suffixed ones of the scipy-openblas wheels numpy and
 # scipy ship
@@ -106,3 +109,36 @@ def single_threaded():
 def thread_counts() -> list[int]:
     """The thread count of every loaded OpenBLAS now (for tests and logs)."""
     return [getter() for _, getter in _libraries()]
+
+
+# (computation key, thread counts it was checked at) -> whether one thread gave the same result
+_same_bits: dict[Hashable, bool] = {}
+MAX_VERDICTS = 256
+
+
+def single_threaded_if_same(key: Hashable, fn: Callable[[], T], same: Callable[[T, T], bool]) -> T:
+    """``fn()`` on one OpenBLAS thread where that was seen to give the bits of the process's own thread counts,
+    else on those. ``key``: the computation and every shape it depends on (OpenBLAS and LAPACK choose their blocking
+    and threading by sizes, never by values); the first call per key (and per thread counts) runs ``fn`` both ways
+    on its real input, returns the default-threads result and keeps ``same(one_thread, default)`` as the verdict.
+
+    Why: LAPACK's eigensolver (FID) on many threads leaves OpenBLAS's workers busy-waiting for ~0.1 s after it
+    returns, and the next torch computation (precision/recall, the next cell's network forward) shares the cores
+    with them: measured in one setting's run on the 2-core ``make perf`` machine, precision/recall after FID took
+    2.4-95 ms (median 6.6), and 2.6-3.3 ms with the eigensolver on one thread. Where one thread changes its bits
+    (FID measured on this machine's 2 threads: the same bits at 128 features, other bits at 256 and more) the
+    verdict is False and nothing changes."""
+    checked_at = (key, tuple(thread_counts()))
+    verdict = _same_bits.get(checked_at)
+    if verdict is None:
+        default = fn()
+        with single_threaded():
+            one = fn()
+        if len(_same_bits) >= MAX_VERDICTS:
+            _same_bits.clear()
+        _same_bits[checked_at] = bool(same(one, default))
+        return default
+    if verdict:
+        with single_threaded():
+            return fn()
+    return fn()

@@ -119,6 +119,11 @@ def _default_weights(extractor: str) -> tuple[Path, str] | None:
 MAX_REFERENCES = 3
 
 
+def _same_float(a: float, b: float) -> bool:
+    """The same value, NaN included (a FID of degenerate statistics)."""
+    return a == b or (a != a and b != b)
+
+
 @dataclass
 class Reference:
     """What depends on one reference set alone: its FID-layer features, the k-NN radii of its manifold (precision /
@@ -358,10 +363,14 @@ class FidIsKid(Metric):
                               ref_kernel=kept[1] if kept is not None and kept[0] == poly else None)
         s_ref = derived["fid_stats"]
 
-        # the eigenvalues outside that block: LAPACK's depend on the thread count from about 512 features on
+        # the eigenvalues outside that block: LAPACK's depend on the thread count (measured at 256 features and
+        # more); on one thread only where that was seen to give the same bits at this dimension
+        # (`blas.single_threaded_if_same`: else OpenBLAS's busy-waiting workers slow whatever runs next)
         def fid_of(feats: torch.Tensor, s_gen=None) -> float:
             s_gen = fid_features_to_statistics(feats.double()) if s_gen is None else s_gen
-            return float(fid_statistics_to_metric(s_ref, s_gen, verbose=False)["frechet_inception_distance"])
+            return blas.single_threaded_if_same(
+                ("fid", s_ref["sigma"].shape), lambda: float(fid_statistics_to_metric(
+                    s_ref, s_gen, verbose=False)["frechet_inception_distance"]), _same_float)
 
         fid = fid_of(gen_fid, s_gen)
         isc = isc_features_to_metric(gen_isc, splits=o["isc_splits"], shuffle=True, rng_seed=o["isc_seed"])
