@@ -139,6 +139,46 @@ def test_kid_from_gram_blocks_equals_torch_fidelity(monkeypatch, n_gen, n_ref, d
     assert calls.n == 0, "the Gram-block path fell back to torch-fidelity's loop on this machine"
 
 
+@pytest.mark.parametrize("workers,cores,subsets", [(1, 8, 50), (2, 1, 50), (2, 2, 50), (3, 8, 50), (4, 8, 7),
+                                                    (2, 2, 1)])
+def test_kid_subsets_in_parts_on_threads_equal_torch_fidelity(monkeypatch, workers, cores, subsets):
+    """The subsets' MMDs split over worker threads (`kid._in_parts`): each in its place, the same bits as one loop."""
+    monkeypatch.setattr(kid, "WORKERS", workers)
+    monkeypatch.setattr(kid, "_cores", lambda: cores)
+    monkeypatch.setattr(kid, "_pool", None)
+    pieces = []
+    real = kid._in_parts
+
+    def recorded(part, n):
+        out = real(part, n)
+        pieces.append([len(p) for p in out])
+        return out
+
+    monkeypatch.setattr(kid, "_in_parts", recorded)
+    gen, ref = features(250, 128, 5), features(1000, 128, 6, shift=0.3)
+    o = {**KID_OPTS, "kid_subsets": subsets}
+    assert ours_kid(gen, ref, o, 250) == ref_kid(gen, ref, o, 250)
+    assert sum(pieces[0]) == subsets
+    assert len(pieces[0]) == min(workers, cores, max(1, subsets // 8))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_kid_in_a_forked_child_starts_its_own_threads(monkeypatch):
+    """A child forked after the pool started (none of its threads exist there) computes KID, never waits forever."""
+    monkeypatch.setattr(kid, "_cores", lambda: 2)
+    gen, ref = features(250, 16, 7), features(400, 16, 8)
+    o = {**KID_OPTS, "kid_subsets": 40}
+    want = ours_kid(gen, ref, o, 100)                         # the parent's pool is running now
+    assert kid._pool is not None
+    pid = os.fork()
+    if pid == 0:                                              # the child: exit 0 only with the same value
+        import signal
+        signal.alarm(60)
+        os._exit(0 if ours_kid(gen, ref, o, 100) == want else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_kid_falls_back_when_a_block_differs(monkeypatch):
     gen, ref = features(200, 32, 3), features(300, 32, 4)
     want = ref_kid(gen, ref, KID_OPTS, 100)

@@ -18,10 +18,15 @@ BLAS and of numpy's vector loops, not guarantees, so they are checked on every c
 blocks are also multiplied and put through the kernel directly (as torch-fidelity does) and compared with the
 blocks read from the kernel matrices; on any difference, and when the Gram matrices would be large
 (`MAX_GRAM_ENTRIES`), torch-fidelity's own function computes the value instead. ``tests/test_values_unchanged.py``
-compares both paths with ``==``.
+compares both paths with ``==``. The subsets after the check are split over two threads where the process has two
+cores (`_in_parts`): each subset's MMD is computed alone, as on one thread, and kept in its place.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,6 +35,8 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, k
 
 # Gram matrices up to this many float32 entries in all (256 MiB) are computed; larger sets take torch-fidelity's loop
 MAX_GRAM_ENTRIES = 64 * 1024 * 1024
+# the subsets' MMDs on up to this many threads (`_in_parts`): measured 19.4 -> 14.4 ms for 50 subsets of 250 on 2 cores
+WORKERS = 2
 
 
 def gram(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -89,15 +96,55 @@ def kid_poly(features_1: torch.Tensor, features_2: torch.Tensor, *, kid_subsets:
     vassert(kyy.shape == (n2, n2), "reference kernel matrix does not match the reference features")
     kxx, kxy = kernel(gram(x)), kernel(gram(x, y))
     rng = np.random.RandomState(rng_seed)
-    mmds = np.zeros(kid_subsets)
-    for i in range(kid_subsets):
+    draws = []                                              # torch-fidelity's draws, in its order
+    for _ in range(kid_subsets):
         ix = rng.choice(n1, m, replace=False)
-        iy = rng.choice(n2, m, replace=False)
-        bxx, byy, bxy = _block(kxx, ix, ix), _block(kyy, iy, iy), _block(kxy, ix, iy)
-        if i == 0:                                          # the invariant, checked on this call's data
-            f1, f2 = x[ix], y[iy]
-            if not (np.array_equal(bxx, kernel(gram(f1))) and np.array_equal(byy, kernel(gram(f2)))
-                    and np.array_equal(bxy, kernel(gram(f1, f2)))):
-                return kid_features_to_metric(features_1, features_2, **kwargs)
-        mmds[i] = mmd2(bxx, bxy, byy)
+        draws.append((ix, rng.choice(n2, m, replace=False)))
+    if kid_subsets:                                         # the invariant, checked on this call's data
+        (ix, iy), f1, f2 = draws[0], x[draws[0][0]], y[draws[0][1]]
+        if not (np.array_equal(_block(kxx, ix, ix), kernel(gram(f1))) and
+                np.array_equal(_block(kyy, iy, iy), kernel(gram(f2))) and
+                np.array_equal(_block(kxy, ix, iy), kernel(gram(f1, f2)))):
+            return kid_features_to_metric(features_1, features_2, **kwargs)
+
+    def part(lo: int, hi: int) -> list[float]:
+        return [mmd2(_block(kxx, ix, ix), _block(kxy, ix, iy), _block(kyy, iy, iy)) for ix, iy in draws[lo:hi]]
+
+    mmds = np.zeros(kid_subsets)
+    mmds[:] = [v for chunk in _in_parts(part, kid_subsets) for v in chunk]
     return {KEY_METRIC_KID_MEAN: float(np.mean(mmds)), KEY_METRIC_KID_STD: float(np.std(mmds))}
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:                 # a forked child has none of the parent's threads: it starts its own
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _in_parts(part: Callable[[int, int], list[float]], n: int) -> list[list[float]]:
+    """``part(lo, hi)`` over [0, n) in `WORKERS` contiguous pieces, their results in order. The subsets' blocks are
+    copies (``take``) and sums that numpy runs without the GIL, so a second core (idle while a cell's statistics
+    run: the networks have finished) takes half of them; each subset's value is computed alone as on one thread."""
+    global _pool
+    workers = min(WORKERS, _cores(), max(1, n // 8))
+    if workers < 2:
+        return [part(0, n)]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="stepbench-kid")
+    bounds = [n * i // workers for i in range(workers + 1)]
+    futures = [_pool.submit(part, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    first = part(bounds[0], bounds[1])                      # this thread takes the first piece
+    return [first, *(f.result() for f in futures)]
