@@ -309,9 +309,11 @@ class ResultStore:
         if rows is None:
             return
         if table not in self._column_order:         # every table's columns in one query (~1.5 ms a statement)
+            orders: dict[str, list[str]] = {}
             for name, column in self.con.execute("SELECT table_name, column_name FROM information_schema.columns "
                                                  "ORDER BY table_name, ordinal_position").fetchall():
-                self._column_order.setdefault(name, []).append(column)
+                orders.setdefault(name, []).append(column)
+            self._column_order = orders
         order = self._column_order.get(table, [])
         self.con.from_arrow(rows.select(order)).insert_into(table)
 

@@ -147,9 +147,12 @@ def test_load_gives_the_files_tensors_and_refuses_incomplete_files(tmp_path):
     from safetensors.torch import save_file
 
     from bench.mini.nets import MiniUNet, make_config
+    for cls in (MiniSiT, MiniMeanFlow, MiniDistill):
+        g = cls()
+        g.load(ModelSpec(id="x", adapter="x"), torch.device("cpu"))
+        assert not any(t.is_meta for t in [*g.net.parameters(), *g.net.buffers()]), cls.__name__
     g = MiniSiT()
     g.load(ModelSpec(id="x", adapter="mini-sit"), torch.device("cpu"))
-    assert not any(t.is_meta for t in [*g.net.parameters(), *g.net.buffers()])
     sd, cfg = mini_weights.load("sit")
     usual = MiniUNet({k: v for k, v in cfg.items() if k in make_config()})
     usual.load_state_dict(sd)

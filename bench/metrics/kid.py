@@ -135,9 +135,10 @@ def _cores() -> int:
 
 
 def _in_parts(part: Callable[[int, int], list[float]], n: int) -> list[list[float]]:
-    """``part(lo, hi)`` over [0, n) in `WORKERS` contiguous pieces, their results in order. The subsets' blocks are
-    copies (``take``) and sums that numpy runs without the GIL, so a second core (idle while a cell's statistics
-    run: the networks have finished) takes half of them; each subset's value is computed alone as on one thread."""
+    """``part(lo, hi)`` over [0, n) in up to `WORKERS` contiguous pieces, their results in order. The subsets'
+    blocks are copies (``take``) and sums that numpy runs without the GIL, so a second core (idle while a cell's
+    statistics run: the networks have finished) takes half of them; each subset's value is computed alone as on one
+    thread."""
     global _pool
     workers = min(WORKERS, _cores(), max(1, n // 8))
     if workers < 2:
