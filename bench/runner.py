@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import signal
 import sys
 import time
@@ -376,11 +375,7 @@ def spare_core(device) -> bool:
     n = 250), never faster, so it is off there."""
     if getattr(device, "type", str(device)) != "cpu":
         return True
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return cores > torch.get_num_threads()
+    return provenance.usable_cores() > torch.get_num_threads()
 
 
 def _close_quietly(store: ResultStore) -> None:

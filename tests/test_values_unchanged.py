@@ -144,7 +144,7 @@ def test_kid_from_gram_blocks_equals_torch_fidelity(monkeypatch, n_gen, n_ref, d
 def test_kid_subsets_in_parts_on_threads_equal_torch_fidelity(monkeypatch, workers, cores, subsets):
     """The subsets' MMDs split over worker threads (`kid._in_parts`): each in its place, the same bits as one loop."""
     monkeypatch.setattr(kid, "WORKERS", workers)
-    monkeypatch.setattr(kid, "_cores", lambda: cores)
+    monkeypatch.setattr(kid, "usable_cores", lambda: cores)
     monkeypatch.setattr(kid, "_pool", None)
     pieces = []
     real = kid._in_parts
@@ -165,7 +165,7 @@ def test_kid_subsets_in_parts_on_threads_equal_torch_fidelity(monkeypatch, worke
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_kid_in_a_forked_child_starts_its_own_threads(monkeypatch):
     """A child forked after the pool started (none of its threads exist there) computes KID, never waits forever."""
-    monkeypatch.setattr(kid, "_cores", lambda: 2)
+    monkeypatch.setattr(kid, "usable_cores", lambda: 2)
     gen, ref = features(250, 16, 7), features(400, 16, 8)
     o = {**KID_OPTS, "kid_subsets": 40}
     want = ours_kid(gen, ref, o, 100)                         # the parent's pool is running now

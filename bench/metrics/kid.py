@@ -33,6 +33,8 @@ import torch
 from torch_fidelity.helpers import vassert
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric, mmd2
 
+from bench.provenance import usable_cores
+
 # Gram matrices up to this many float32 entries in all (256 MiB) are computed; larger sets take torch-fidelity's loop
 MAX_GRAM_ENTRIES = 64 * 1024 * 1024
 # the subsets' MMDs on up to this many threads (`_in_parts`): measured 19.4 -> 14.4 ms for 50 subsets of 250 on 2 cores
@@ -100,15 +102,19 @@ def kid_poly(features_1: torch.Tensor, features_2: torch.Tensor, *, kid_subsets:
     for _ in range(kid_subsets):
         ix = rng.choice(n1, m, replace=False)
         draws.append((ix, rng.choice(n2, m, replace=False)))
-    if kid_subsets:                                         # the invariant, checked on this call's data
-        (ix, iy), f1, f2 = draws[0], x[draws[0][0]], y[draws[0][1]]
-        if not (np.array_equal(_block(kxx, ix, ix), kernel(gram(f1))) and
-                np.array_equal(_block(kyy, iy, iy), kernel(gram(f2))) and
-                np.array_equal(_block(kxy, ix, iy), kernel(gram(f1, f2)))):
+    def blocks(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:     # (K_XX, K_XY, K_YY) of subset i
+        ix, iy = draws[i]
+        return _block(kxx, ix, ix), _block(kxy, ix, iy), _block(kyy, iy, iy)
+
+    first = blocks(0) if kid_subsets else None
+    if first is not None:                                   # the invariant, checked on this call's data
+        f1, f2 = x[draws[0][0]], y[draws[0][1]]
+        if not (np.array_equal(first[0], kernel(gram(f1))) and np.array_equal(first[1], kernel(gram(f1, f2)))
+                and np.array_equal(first[2], kernel(gram(f2)))):
             return kid_features_to_metric(features_1, features_2, **kwargs)
 
-    def part(lo: int, hi: int) -> list[float]:
-        return [mmd2(_block(kxx, ix, ix), _block(kxy, ix, iy), _block(kyy, iy, iy)) for ix, iy in draws[lo:hi]]
+    def part(lo: int, hi: int) -> list[float]:              # subset 0's blocks are the checked ones
+        return [mmd2(*(first if i == 0 else blocks(i))) for i in range(lo, hi)]
 
     mmds = np.zeros(kid_subsets)
     mmds[:] = [v for chunk in _in_parts(part, kid_subsets) for v in chunk]
@@ -127,20 +133,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _in_parts(part: Callable[[int, int], list[float]], n: int) -> list[list[float]]:
     """``part(lo, hi)`` over [0, n) in up to `WORKERS` contiguous pieces, their results in order. The subsets'
     blocks are copies (``take``) and sums that numpy runs without the GIL, so a second core (idle while a cell's
     statistics run: the networks have finished) takes half of them; each subset's value is computed alone as on one
     thread."""
     global _pool
-    workers = min(WORKERS, _cores(), max(1, n // 8))
+    workers = min(WORKERS, usable_cores(), max(1, n // 8))
     if workers < 2:
         return [part(0, n)]
     if _pool is None:
