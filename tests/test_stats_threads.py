@@ -29,9 +29,24 @@ def test_values_do_not_depend_on_the_number_of_blocks(world, monkeypatch, kind):
         out[k] = stat(idx)
     for k in (2, 3, 8):
         assert np.array_equal(out[k], out[1]), k                     # bit for bit, not merely close
-    # a row's value does not depend on the other rows of its block: each row alone gives the same bits
-    alone = np.concatenate([stat(idx[i:i + 1]) for i in range(0, len(idx), 9)])
-    assert np.array_equal(alone, out[1][::9])
+    if kind == "is":    # a row's value does not depend on the other rows of its block: each row alone, the same bits
+        alone = np.concatenate([stat(idx[i:i + 1]) for i in range(0, len(idx), 9)])
+        assert np.array_equal(alone, out[1][::9])
+    else:               # FD's rows are computed in chunks of setstats.CHUNK: each chunk alone gives the same bits
+        c = setstats.CHUNK
+        assert len(idx) > 2 * c
+        alone = np.concatenate([stat(idx[i:i + c]) for i in range(0, len(idx), c)])
+        assert np.array_equal(alone, out[1])
+
+
+def test_blocks_start_at_multiples_of_align():
+    idx = np.arange(100 * 3).reshape(100, 3)
+    for k in (1, 2, 3, 5, 7):
+        blocks = threads._blocks(idx, k, 16)
+        starts = np.cumsum([0] + [len(b) for b in blocks])[:-1]
+        assert np.array_equal(np.concatenate(blocks), idx) and all(s % 16 == 0 for s in starts), k
+        assert 1 <= len(blocks) <= k
+    assert [len(b) for b in threads._blocks(idx, 3, 1)] == [34, 33, 33]      # align 1: np.array_split's blocks
 
 
 def test_torch_thread_count_is_restored_and_blocks_run_single_threaded():

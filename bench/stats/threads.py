@@ -8,7 +8,10 @@ BLAS inside each small LAPACK call mostly waits, so this is about 2.4x faster on
 call with 2 torch threads (measured: 200 eigensolves of 128 x 128, 0.063 s vs 0.15 s).
 
 Invariant: the values do not depend on the number of cores or blocks. Every block, also a lone one, runs with one
-torch thread (one MKL thread), and a row's value does not depend on the other rows of its block
+torch thread (one MKL thread). A statistic whose row values may depend on the rows computed with them passes
+``align``: blocks then start at multiples of ``align`` rows, so that its chunks of ``align`` rows are the same ones
+whatever the number of blocks (MKL's matrix-vector product gives a row other bits in a block of 21 rows than in one
+of 64 on an AVX-512 EPYC); otherwise a row's value does not depend on the other rows of its block
 (tests/test_stats_threads.py). Torch's thread count is process-wide: it is set to 1 for the duration and restored;
 the threads here run nothing else, and a nested call runs its blocks on the calling thread.
 """
@@ -32,14 +35,16 @@ def workers() -> int:
     return max(1, min(8, torch.get_num_threads()))
 
 
-def map_rows(fn: Callable[[np.ndarray], np.ndarray], idx: np.ndarray, n_workers: int | None = None) -> np.ndarray:
+def map_rows(fn: Callable[[np.ndarray], np.ndarray], idx: np.ndarray, n_workers: int | None = None,
+             align: int = 1) -> np.ndarray:
     """``fn`` over row blocks of ``idx`` (an (r, n) draw matrix), concatenated in row order; ``fn`` maps (k, n)
-    positions to k values. Each block runs with one torch thread (see the module docstring)."""
+    positions to k values. Each block runs with one torch thread and starts at a multiple of ``align`` rows (see
+    the module docstring)."""
     idx = np.atleast_2d(idx)
     if getattr(_state, "inside", False):          # called from one of our blocks: already single-threaded
         return np.asarray(fn(idx))
     k = n_workers or workers()
-    k = max(1, min(k, len(idx) // MIN_ROWS))
+    k = max(1, min(k, len(idx) // max(MIN_ROWS, align)))
     with _toggle:
         before = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -47,10 +52,19 @@ def map_rows(fn: Callable[[np.ndarray], np.ndarray], idx: np.ndarray, n_workers:
             if k == 1:
                 return _inside(fn, idx)
             with ThreadPoolExecutor(k, thread_name_prefix="stepbench-replicates") as pool:
-                parts = list(pool.map(lambda b: _inside(fn, b), np.array_split(idx, k)))
+                parts = list(pool.map(lambda b: _inside(fn, b), _blocks(idx, k, align)))
             return np.concatenate(parts)
         finally:
             torch.set_num_threads(before)
+
+
+def _blocks(idx: np.ndarray, k: int, align: int) -> list[np.ndarray]:
+    """``idx`` in ``k`` contiguous blocks of about equal size, each starting at a multiple of ``align`` rows."""
+    if align <= 1:
+        return np.array_split(idx, k)
+    chunks = -(-len(idx) // align)
+    bounds = [min(len(idx), align * (chunks * i // k)) for i in range(k + 1)]
+    return [idx[lo:hi] for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
 
 
 def _inside(fn, block: np.ndarray) -> np.ndarray:
