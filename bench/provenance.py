@@ -57,14 +57,6 @@ def versions() -> dict[str, str | None]:
     return {p: package_version(p) for p in PACKAGES}
 
 
-def usable_cores() -> int:
-    """How many CPU cores this process may run on (its affinity mask; the machine's count where none is known)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from bench import features, parts, provenance, registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
+from bench.cores import usable_cores
 from bench.engine import CellResult, Engine, Shard, statistics
 from bench.generation import (  # noqa: F401  (re-exported: the runner's public names before the engine split)
     BatchBackoff,
@@ -375,7 +376,7 @@ def spare_core(device) -> bool:
     n = 250), never faster, so it is off there."""
     if getattr(device, "type", str(device)) != "cpu":
         return True
-    return provenance.usable_cores() > torch.get_num_threads()
+    return usable_cores() > torch.get_num_threads()
 
 
 def _close_quietly(store: ResultStore) -> None:

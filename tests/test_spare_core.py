@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from bench import provenance, runner
+from bench import cores, runner
 from bench.runner import spare_core
 
 
 def test_a_gpu_always_leaves_the_cpu_to_the_statistics(monkeypatch):
-    monkeypatch.setattr(provenance.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert spare_core(torch.device("cuda", 0)) is True
 
 
 def test_a_cpu_needs_more_cores_than_torch_threads(monkeypatch):
-    monkeypatch.setattr(provenance.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert spare_core(torch.device("cpu")) is False          # make perf's machine: torch already on both cores
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
@@ -23,11 +23,11 @@ def test_a_cpu_needs_more_cores_than_torch_threads(monkeypatch):
 
 
 def test_without_an_affinity_call_the_cpu_count_is_used(monkeypatch):
-    monkeypatch.delattr(provenance.os, "sched_getaffinity", raising=False)
-    monkeypatch.setattr(provenance.os, "cpu_count", lambda: 8)
+    monkeypatch.delattr(cores.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(cores.os, "cpu_count", lambda: 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert spare_core(torch.device("cpu")) is True
-    monkeypatch.setattr(provenance.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(cores.os, "cpu_count", lambda: None)
     assert spare_core(torch.device("cpu")) is False
 
 

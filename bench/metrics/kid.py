@@ -33,7 +33,7 @@ import torch
 from torch_fidelity.helpers import vassert
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric, mmd2
 
-from bench.provenance import usable_cores
+from bench.cores import usable_cores
 
 # Gram matrices up to this many float32 entries in all (256 MiB) are computed; larger sets take torch-fidelity's loop
 MAX_GRAM_ENTRIES = 64 * 1024 * 1024
