@@ -4,7 +4,8 @@ index.html (the page: the whole report in one file, figures and sample tiles emb
 sweep.csv, and each plot as PNG and SVG beside them for reuse. With ``db`` the store is read (read-only) once
 more for what each metric is (`bench.report.directions.from_store`), each cell's config and provenance, the
 kept sample PNGs and the suite file a run recorded (for the dataset order and natural CFG scales,
-`bench.report.context`). Nothing here imports a metric or torch, except the rank intervals of a store with kept
+`bench.report.context`). A large suite's figures are drawn in a second process meanwhile
+(`bench.report.background`). Nothing here imports a metric or torch, except the rank intervals of a store with kept
 features (`bench.report.ranks`: FID and IS recomputed from them).
 """
 
@@ -16,6 +17,7 @@ from typing import Mapping
 import pandas as pd
 
 from bench import composite
+from bench.report import background
 from bench.report import directions as D
 from bench.report import grids as G
 from bench.report import html as H
@@ -29,6 +31,9 @@ from bench.report.source import read_extras
 from bench.store import ResultStore
 
 MAX_SAMPLES = 8
+# a suite of this many cells or more gets its figures drawn in a second process (`bench.report.background`): a
+# few-cell report draws in well under the ~1.5 s a process takes to start
+BACKGROUND_CELLS = 40
 
 
 def recorded_suite_path(db: str | Path | None, suite: str) -> str | None:
@@ -68,14 +73,16 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, db: str | Path | None = 
         d.mkdir(parents=True, exist_ok=True)
         ctx = context or context_for(recorded_suite_path(db, str(suite)), sdf)
         prov, samples = read_extras(db, list(sdf["key"]), max_samples) if db is not None else (None, None)
-        # rank intervals and sample-size guidance: only where cells have kept features (bench.report.ranks)
-        home = shown_db if shown_db and Path(shown_db).is_file() else db
-        stats = R.board_stats(db, _full_cells(sdf), specs, ctx.dataset_order, feature_db=home) if db else None
-        md = d / "leaderboard.md"
-        md.write_text(markdown(sdf, str(suite), specs, ctx, applied, mmhm_source, stats), encoding="utf-8")
-        csv = d / "sweep.csv"
-        write_csv(sdf, csv)                      # no text cell runs as a formula in a spreadsheet
-        plots, skipped = P.make_plots(_full_cells(sdf), d, specs)
+        # a large suite's figures are drawn in a second process while this one computes the rest (background)
+        with background.call(P.make_plots, _full_cells(sdf), d, specs, big=len(sdf) >= BACKGROUND_CELLS) as job:
+            # rank intervals and sample-size guidance: only where cells have kept features (bench.report.ranks)
+            home = shown_db if shown_db and Path(shown_db).is_file() else db
+            stats = R.board_stats(db, _full_cells(sdf), specs, ctx.dataset_order, feature_db=home) if db else None
+            md = d / "leaderboard.md"
+            md.write_text(markdown(sdf, str(suite), specs, ctx, applied, mmhm_source, stats), encoding="utf-8")
+            csv = d / "sweep.csv"
+            write_csv(sdf, csv)                      # no text cell runs as a formula in a spreadsheet
+            plots, skipped = job.result()
         plots += [p for (ds, _), bs in (stats or {}).items() if (p := R.size_plot(bs, str(ds), d)) is not None]
         grids = (G.make_grids(sdf, samples, max_samples, class_names=class_names(prov),
                               dataset_order=ctx.dataset_order, prompts=kept_prompts(prov))
