@@ -73,11 +73,12 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, db: str | Path | None = 
         d.mkdir(parents=True, exist_ok=True)
         ctx = context or context_for(recorded_suite_path(db, str(suite)), sdf)
         prov, samples = read_extras(db, list(sdf["key"]), max_samples) if db is not None else (None, None)
+        full = _full_cells(sdf)
         # a large suite's figures are drawn in a second process while this one computes the rest (background)
-        with background.call(P.make_plots, _full_cells(sdf), d, specs, big=len(sdf) >= BACKGROUND_CELLS) as job:
+        with background.call(P.make_plots, full, d, specs, big=len(sdf) >= BACKGROUND_CELLS) as job:
             # rank intervals and sample-size guidance: only where cells have kept features (bench.report.ranks)
             home = shown_db if shown_db and Path(shown_db).is_file() else db
-            stats = R.board_stats(db, _full_cells(sdf), specs, ctx.dataset_order, feature_db=home) if db else None
+            stats = R.board_stats(db, full, specs, ctx.dataset_order, feature_db=home) if db else None
             md = d / "leaderboard.md"
             md.write_text(markdown(sdf, str(suite), specs, ctx, applied, mmhm_source, stats), encoding="utf-8")
             csv = d / "sweep.csv"

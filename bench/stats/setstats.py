@@ -38,7 +38,8 @@ FAST = {("fid_is_kid", "fid"): ("fid", "fd"), ("fid_is_kid", "is"): ("isc", "is"
 MEMORY = 2 ** 27                         # float64 entries of the weighted feature block of one chunk of replicates
 # at most this many replicates per chunk: a block of (16, n, d) float64 is reused by the allocator from chunk to
 # chunk, where one of all a thread's replicates (51 MB at n = 500, d = 128) was mapped and page-faulted anew on every
-# call (12 s of kernel time in the default suite's report); chunks of 4 to 2,097 rows gave the same bits here
+# call (12 s of kernel time in the default suite's report). A row's bits may depend on its chunk (MKL's
+# matrix-vector product on AVX-512), so `map_rows` starts its blocks at multiples of the chunk (``align``)
 CHUNK = 16
 
 
