@@ -21,6 +21,8 @@ from collections import defaultdict
 from typing import Any, Callable
 
 LATENCY = "batch-1 latency and throughput timing"
+STORE_OPEN = "store: open, run record, close"
+GENERATOR_LOAD = "generator load"
 # (component, [targets]); a target is "module:attribute path" (a function, a method, or a property's getter)
 COMPONENTS: list[tuple[str, list[str]]] = [
     ("generator networks (bulk pass)", ["bench.generation:BatchBackoff.__call__"]),
@@ -34,15 +36,17 @@ COMPONENTS: list[tuple[str, list[str]]] = [
     ("FID + IS statistics", ["bench.metrics.fid_is_kid:FidIsKid.compute"]),
     ("CLIP / Pick bootstrap", ["bench.metrics.bootstrap:mean_ci"]),
     ("CLIP / Pick mean, std, per class", ["bench.metrics.clip_score:ClipScore.summarize"]),
-    ("generator load", ["bench.engine:Engine.load"]),
+    (GENERATOR_LOAD, ["bench.engine:Engine.load"]),
     ("metric networks load", ["bench.metrics.clip_score:make_backend", "bench.metrics.fid_is_kid:FidIsKid.extractor"]),
     ("plan and cell keys", ["bench.runner:Runner.plan_model"]),
     ("provenance (environment)", ["bench.provenance:environment"]),
     ("kept-sample PNGs", ["bench.generation:png_bytes"]),
-    ("store: open, write, close", ["bench.store:ResultStore.__init__", "bench.store:ResultStore.begin_run",
-                                   "bench.store:ResultStore.write", "bench.store:ResultStore.finish_run",
-                                   "bench.store:ResultStore.close"]),
+    (STORE_OPEN, ["bench.store:ResultStore.__init__", "bench.store:ResultStore.begin_run",
+                  "bench.store:ResultStore.finish_run", "bench.store:ResultStore.close"]),
+    ("store: cell writes", ["bench.store:ResultStore.write"]),
 ]
+# what a run pays once however many cells it has (a suite's run opens the store once and loads each model once)
+PER_RUN = (STORE_OPEN, GENERATOR_LOAD)
 OTHER = "other (glue, bookkeeping)"
 
 

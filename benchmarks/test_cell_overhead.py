@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 
 import torch
-from breakdown import LATENCY, Breakdown
+from breakdown import LATENCY, PER_RUN, Breakdown
 from perfkit import SUMMARY, N, device, paired_ratio, rounds_of, suite_text, target
 
 from bench.data.base import plan_labels, prompts_for
@@ -37,7 +37,9 @@ from bench.registry import resolve
 from bench.runner import Runner
 from bench.suite import Suite
 
-ROUNDS = 5
+# same-round ratios per figure: at n = 250 one round is half as long and the 2-core VM's speed swings (10-20% within
+# seconds) weigh twice as much, so 9 rounds (5 gave medians of 1.09-1.16 for one unchanged checkout, 10 gave 1.09)
+ROUNDS = 5 if N >= 500 else 9
 SET_TARGET = 1.05 if N >= 500 else 1.10         # the targets: <= 1.05 x at n = 500, <= 1.10 x at n = 250
 
 
@@ -119,12 +121,14 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
         assert r.ran == 1, r.failures
 
     latency_s: list[float] = []                      # per round: the setting run's batch-1 latency timing
+    per_run_s: list[float] = []                      # per round: its store open/close and generator load
 
     def setting():
         with Breakdown() as b:                       # wrappers: microseconds per call, tens of calls per run
             summary = r_set.run()
         assert summary.ran == 3 and not summary.failures, summary.failures
         latency_s.append(b.seconds.get(LATENCY, 0.0))
+        per_run_s.append(sum(b.seconds.get(k, 0.0) for k in PER_RUN))
 
     times = rounds_of({"floor_set": floor_set, "setting": setting, "floor": floor_one, "cell": r_one.run,
                        "cold": cold}, ROUNDS, dev)
@@ -138,6 +142,7 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
                                   zip(times["setting"], latency_s, times["floor_set"]))
     set_ratio_nets = paired_ratio(times, "setting", "floor_set")
     lat_share = statistics.median(a / b for a, b in zip(latency_s, times["setting"]))
+    per_run_share = statistics.median(a / b for a, b in zip(per_run_s, times["setting"]))
     cell_ratio, cold_ratio = paired_ratio(times, "cell", "floor"), paired_ratio(times, "cold", "floor")
     benchmark.extra_info.update(floor_setting_s=t["floor_set"], setting_s=t_set, floor_cell_s=t["floor"],
                                 cell_s=t["cell"], cold_cell_s=t["cold"], setting_ratio=set_ratio,
@@ -163,9 +168,15 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
                 f"median of {ROUNDS} same-round ratios, floor = network passes + the round's latency timing; "
                 f"{t_set:.3g} s; one run: generator loaded once, latency timed once and shared",
                 dev=dev)
-    SUMMARY.add(sec, "batch-1 latency timing: share of the setting's run", f"{100 * lat_share:.3g}%", "<= 5%",
-                lat_share <= 0.05, f"median of {ROUNDS}; measured once (first dataset), shared by the other two "
-                f"cells", dev=dev)
+    default_n = N == 500                             # the 5% is of a cell in the default suite (n 500)
+    SUMMARY.add(sec, "batch-1 latency timing: share of the setting's run", f"{100 * lat_share:.3g}%",
+                "<= 5%" if default_n else "(info)", lat_share <= 0.05 if default_n else None,
+                f"median of {ROUNDS}; measured once (first dataset), shared by the other two cells"
+                + ("" if default_n else "; the 5% target is at the default suite's n 500: a fixed cost, its share "
+                   "grows as n shrinks, and it is its own part of the floor above"), dev=dev)
+    SUMMARY.add(sec, "per-run costs inside the setting's run: share", f"{100 * per_run_share:.3g}%", "(info)", None,
+                f"median of {ROUNDS}; store open, run record and close, generator load: counted as the setting's "
+                f"overhead here, paid once per run (store) and once per model (load) in a suite", dev=dev)
     SUMMARY.add(sec, "one setting on 3 datasets / network passes alone", set_ratio_nets, "(info)", None,
                 f"the same runs, the latency timing counted as overhead (min/min {t_set / t['floor_set']:.3g})",
                 dev=dev)
