@@ -68,6 +68,16 @@ def test_the_call_runs_in_another_process():
         assert job.in_background and job.result() != os.getpid()
 
 
+@two_cores
+def test_the_second_process_prints_no_warning_of_its_own(capfd):
+    # run as `python -m` it loaded this module twice and runpy's RuntimeWarning reached every large report's output
+    with background.call(os.getpid) as job:
+        assert job.in_background
+        job.result()
+    err = capfd.readouterr().err
+    assert "Warning" not in err and "sys.modules" not in err, err
+
+
 def _not_importable_there(x):
     return x * 2, os.getpid()
 

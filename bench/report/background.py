@@ -6,9 +6,11 @@ nothing with the statistics but the frame it is given, so a second interpreter d
 `call` starts ``fn(*args)`` there when it pays: this process may use more than one core and ``big`` (the caller's
 judgement that the work outweighs a process start, ~1.5 s of imports); otherwise it runs ``fn`` at once, here.
 
-The second process is ``python -m bench.report.background IN OUT``: a fresh interpreter that reads the pickled call
-from IN and writes the pickled value or exception to OUT. Not multiprocessing: its ``spawn`` runs the caller's main
-module again in the child (a user's unguarded script would run twice) and ``fork`` copies whatever threads hold.
+The second process is a fresh interpreter that imports this module and runs `_main` (`CHILD`, ``python -c``: ``-m``
+would load this module twice, as ``__main__`` after the package's import of it, and print runpy's RuntimeWarning
+into every large report); it reads the pickled call from IN and writes the pickled value or exception to OUT. Not
+multiprocessing: its ``spawn`` runs the caller's main module again in the child (a user's unguarded script would run
+twice) and ``fork`` copies whatever threads hold.
 
 Invariant: ``call(fn, *args).result()`` is ``fn(*args)``, and the files ``fn`` writes are the same bytes, either way
 (tests/test_report_background.py). An exception ``fn`` raises is raised by ``result()``; a process that could not
@@ -29,6 +31,8 @@ from typing import Any, Callable
 
 from bench.cores import usable_cores
 
+CHILD = "import sys; from bench.report.background import _main; _main(sys.argv[1], sys.argv[2])"
+
 
 class _Job:
     def __init__(self, fn: Callable[..., Any], args: tuple, big: bool):
@@ -41,7 +45,7 @@ class _Job:
                 self.folder = Path(tempfile.mkdtemp(prefix="stepbench-background-"))
                 (self.folder / "in").write_bytes(pickle.dumps((fn.__module__, fn.__qualname__, args)))
                 with open(self.folder / "err", "wb") as err:     # shown after it, only when it finished
-                    self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.folder / "in"),
+                    self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(self.folder / "in"),
                                                   str(self.folder / "out")], stdin=subprocess.DEVNULL, stderr=err)
             except (OSError, pickle.PicklingError, AttributeError, TypeError):   # no process to be had: run here
                 self._close()
@@ -121,6 +125,3 @@ def _main(src: str, dst: str) -> None:
     tmp.write_bytes(data)
     tmp.replace(dst)
 
-
-if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2])
