@@ -22,8 +22,9 @@ from bench.runner import resolve_device
 
 STRICT = os.environ.get("STEPBENCH_PERF_STRICT") == "1"
 OUT_DIR = Path(os.environ.get("STEPBENCH_PERF_OUT", "results/perf"))
-# Samples in the measured cell (the default suite's 500); a loaded machine can run the same ratios on fewer.
-N = int(os.environ.get("STEPBENCH_PERF_N", "500"))
+DEFAULT_N = 500                 # samples per cell in the default suite (suites/mini.yaml)
+# Samples in the measured cell (the default suite's); a loaded machine can run the same ratios on fewer.
+N = int(os.environ.get("STEPBENCH_PERF_N", str(DEFAULT_N)))
 
 
 def batch_for(n: int) -> int:

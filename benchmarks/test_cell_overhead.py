@@ -28,7 +28,7 @@ import statistics
 
 import torch
 from breakdown import LATENCY, PER_RUN, Breakdown
-from perfkit import SUMMARY, N, device, paired_ratio, rounds_of, suite_text, target
+from perfkit import DEFAULT_N, SUMMARY, N, device, paired_ratio, rounds_of, suite_text, target
 
 from bench.data.base import plan_labels, prompts_for
 from bench.metrics import remainder
@@ -168,12 +168,12 @@ def test_cell_overhead_against_floor(benchmark, tmp_path):
                 f"median of {ROUNDS} same-round ratios, floor = network passes + the round's latency timing; "
                 f"{t_set:.3g} s; one run: generator loaded once, latency timed once and shared",
                 dev=dev)
-    default_n = N == 500                             # the 5% is of a cell in the default suite (n 500)
+    default_n = N == DEFAULT_N                       # the 5% is of a cell in the default suite
     SUMMARY.add(sec, "batch-1 latency timing: share of the setting's run", f"{100 * lat_share:.3g}%",
                 "<= 5%" if default_n else "(info)", lat_share <= 0.05 if default_n else None,
                 f"median of {ROUNDS}; measured once (first dataset), shared by the other two cells"
-                + ("" if default_n else "; the 5% target is at the default suite's n 500: a fixed cost, its share "
-                   "grows as n shrinks, and it is its own part of the floor above"), dev=dev)
+                + ("" if default_n else f"; the 5% target is at the default suite's n {DEFAULT_N}: a fixed cost, "
+                   "its share grows as n shrinks, and it is its own part of the floor above"), dev=dev)
     SUMMARY.add(sec, "per-run costs inside the setting's run: share", f"{100 * per_run_share:.3g}%", "(info)", None,
                 f"median of {ROUNDS}; store open, run record and close, generator load: counted as the setting's "
                 f"overhead here, paid once per run (store) and once per model (load) in a suite", dev=dev)
