@@ -136,7 +136,28 @@ def test_kid_from_gram_blocks_equals_torch_fidelity(monkeypatch, n_gen, n_ref, d
     assert ours_kid(gen, ref, o, subset) == want
     kept = kid.reference_kernel(ref.numpy(), degree, gamma, o["kid_kernel_poly_coef0"])
     assert ours_kid(gen, ref, o, subset, ref_kernel=kept) == want
+    assert len(kept.sums) == 1                                # the reference subsets' sums, kept for the next cell
+    other = features(n_gen, d, 11, shift=0.1)                 # the next cell of the dataset: the kept sums read
+    assert ours_kid(other, ref, o, subset, ref_kernel=kept) == ref_kid(other, ref, o, subset)
+    assert len(kept.sums) == 1
     assert calls.n == 0, "the Gram-block path fell back to torch-fidelity's loop on this machine"
+
+
+def test_kid_kept_reference_sums_per_draw_sequence_and_checked(monkeypatch):
+    """Another generated count draws other subsets: its own kept sums; a kept sum that is not the block's is seen
+    on the checked first subset, and torch-fidelity's loop gives the value."""
+    ref = features(400, 32, 21, shift=0.2)
+    kept = kid.reference_kernel(ref.numpy(), 3, None, 1.0)
+    for n_gen in (150, 200, 150):
+        gen = features(n_gen, 32, n_gen)
+        assert ours_kid(gen, ref, KID_OPTS, 100, ref_kernel=kept) == ref_kid(gen, ref, KID_OPTS, 100)
+    assert sorted(k[0] for k in kept.sums) == [150, 200]
+    calls = _Calls(monkeypatch)
+    (key,) = [k for k in kept.sums if k[0] == 200]
+    kept.sums[key][0] = kept.sums[key][0] + np.float32(1.0)
+    gen = features(200, 32, 99)
+    assert ours_kid(gen, ref, KID_OPTS, 100, ref_kernel=kept) == ref_kid(gen, ref, KID_OPTS, 100)
+    assert calls.n == 1
 
 
 @pytest.mark.parametrize("workers,cores,subsets", [(1, 8, 50), (2, 1, 50), (2, 2, 50), (3, 8, 50), (4, 8, 7),
@@ -184,8 +205,7 @@ def test_kid_falls_back_when_a_block_differs(monkeypatch):
     want = ref_kid(gen, ref, KID_OPTS, 100)
     calls = _Calls(monkeypatch)
     good = kid.reference_kernel(ref.numpy(), 3, None, 1.0)
-    bad = good.copy()
-    bad += np.float32(1e-3)                                   # a kernel matrix whose blocks are not the products'
+    bad = kid.ReferenceKernel(good.matrix + np.float32(1e-3))   # a kernel matrix whose blocks are not the products'
     assert ours_kid(gen, ref, KID_OPTS, 100, ref_kernel=bad) == want and calls.n == 1
     assert ours_kid(gen, ref, KID_OPTS, 100, ref_kernel=good) == want and calls.n == 1
 

@@ -355,7 +355,7 @@ class FidIsKid(Metric):
                 derived["fid_stats"] = fid_features_to_statistics(ref_fid.double())
             s_gen = fid_features_to_statistics(gen_fid.double())
             poly = (o["kid_kernel_poly_degree"], o["kid_kernel_poly_gamma"], o["kid_kernel_poly_coef0"])
-            kept = derived.get("kid_kernel")                  # (kernel parameters, the reference's kernel matrix)
+            kept = derived.get("kid_kernel")      # (kernel parameters, the reference's `kid.ReferenceKernel`)
             if (kept is None or kept[0] != poly) and kid.fits(n, len(ref_fid)):
                 kept = derived["kid_kernel"] = (poly, kid.reference_kernel(ref_fid.numpy(), *poly))
             kd = kid.kid_poly(gen_fid, ref_fid, kid_subsets=o["kid_subsets"], kid_subset_size=subset,
