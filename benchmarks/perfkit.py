@@ -108,11 +108,14 @@ def timed(fn: Callable[[], object], dev: torch.device) -> float:
 
 def rounds_of(fns: dict[str, Callable[[], object]], rounds: int, dev: torch.device) -> dict[str, list[float]]:
     """Seconds of each function in each of ``rounds`` rounds, the functions interleaved round by round so that a
-    noisy neighbour or a drifting clock slows the functions of one round alike."""
+    noisy neighbour or a drifting clock slows the functions of one round alike; every other round runs them in the
+    reverse order, so that no function always follows the same one (a warm cache or a slow drift would then favour
+    one side of a ratio in every round)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            times[k].append(timed(fn, dev))
+    order = list(fns)
+    for r in range(rounds):
+        for k in (order if r % 2 == 0 else order[::-1]):
+            times[k].append(timed(fns[k], dev))
     return times
 
 
