@@ -304,6 +304,23 @@ def test_bootstrap_intervals_equal_the_previous_loops(n, resamples):
     rows = features(n, 8, 8)
     stat = lambda r: float(r.double().var(dim=0).sum() + r.double().mean())    # noqa: E731
     assert bootstrap.statistic_ci(rows, stat, 40, 3, 0.9) == ref_statistic_ci(rows, stat, 40, 3, 0.9)
+    # again: the kept index matrix (small sizes) gives the same intervals
+    assert bootstrap.mean_ci(s, resamples, 2020, 0.95) == ref_mean_ci(s, resamples, 2020, 0.95)
+
+
+def test_bootstrap_indices_kept_only_when_small(monkeypatch):
+    """The same arguments draw once while the matrix is small; larger ones are drawn on every call; the kept
+    matrix equals a fresh draw."""
+    drawn = []
+    real = bootstrap.resample_indices
+    monkeypatch.setattr(bootstrap, "resample_indices", lambda *a: drawn.append(a) or real(*a))
+    bootstrap._kept_indices.cache_clear()
+    first = bootstrap._indices(300, 100, 9)
+    assert bootstrap._indices(300, 100, 9) is first and drawn == [(300, 100, 9)]
+    assert torch.equal(first, real(300, 100, 9))
+    monkeypatch.setattr(bootstrap, "MAX_KEPT_INDICES", 300 * 100 - 1)
+    assert bootstrap._indices(300, 100, 9) is not bootstrap._indices(300, 100, 9) and len(drawn) == 3
+    bootstrap._kept_indices.cache_clear()
 
 
 # -- FidIsKid.compute and its per-reference caches ------------------------------------------------------------------
