@@ -160,6 +160,16 @@ def test_kid_kept_reference_sums_per_draw_sequence_and_checked(monkeypatch):
     assert calls.n == 1
 
 
+@pytest.mark.parametrize("shape,m", [((250, 1000), 250), ((500, 1000), 250), ((40, 40), 40), ((1000, 30), 20)])
+def test_kid_block_either_order_is_the_indexed_block(shape, m):
+    """`kid._block` takes rows or columns first by their cost; both give ``g[np.ix_(rows, cols)]``, C-contiguous."""
+    rng = np.random.RandomState(shape[0])
+    g = rng.rand(*shape).astype(np.float32)
+    rows, cols = rng.choice(shape[0], m, replace=False), rng.choice(shape[1], m, replace=False)
+    got = kid._block(g, rows, cols)
+    assert np.array_equal(got, g[np.ix_(rows, cols)]) and got.flags.c_contiguous
+
+
 @pytest.mark.parametrize("workers,cores,subsets", [(1, 8, 50), (2, 1, 50), (2, 2, 50), (3, 8, 50), (4, 8, 7),
                                                     (2, 2, 1)])
 def test_kid_subsets_in_parts_on_threads_equal_torch_fidelity(monkeypatch, workers, cores, subsets):

@@ -84,8 +84,20 @@ def fits(n_gen: int, n_ref: int) -> bool:
     return n_gen * n_gen + n_ref * n_ref + n_gen * n_ref <= MAX_GRAM_ENTRIES
 
 
+# a column ``take`` (one gathered element at a time) costs about this many row ``take`` elements (whole rows copied)
+GATHER_COST = 5
+
+
 def _block(g: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``g[np.ix_(rows, cols)]`` (a C-contiguous copy of those entries), in two ``take`` passes: about 2x faster."""
+    """``g[np.ix_(rows, cols)]`` (a C-contiguous copy of those entries), in two ``take`` passes (about 2x faster),
+    the cheaper order first: rows then columns copies len(rows) whole rows, columns then rows gathers the columns of
+    every row (measured for 250 of 250 x 1,000 entries: 78 us rows first, 48 us columns first; of 500 x 1,000: 82
+    and 142 us). Either order copies the same entries."""
+    m_r, m_c = len(rows), len(cols)
+    rows_first = m_r * g.shape[1] + GATHER_COST * m_r * m_c
+    cols_first = GATHER_COST * g.shape[0] * m_c + m_r * m_c
+    if cols_first < rows_first:
+        return g.take(cols, axis=1).take(rows, axis=0)
     return g.take(rows, axis=0).take(cols, axis=1)
 
 
