@@ -10,9 +10,9 @@ the same FID-layer features: density and coverage (``density_coverage``, k = ``d
 the real radii cached with the reference) and FID-infinity (``fid_inf``: `bench.metrics.fd_infinity`). Their options
 stay out of the validated dict (and so of every cell key) while at their defaults, so existing cells keep their keys.
 Reference features of a real set are computed once and cached on disk by content (`bench.metrics.refcache`); in
-memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's kernel matrix)
-for the next cell. KID is torch-fidelity's, evaluated on kernel blocks (`bench.metrics.kid`, bit for bit), and the
-matrix products run on one OpenBLAS thread (`bench.metrics.blas`, the same bits).
+memory, each set's `Reference` also keeps what depends on it alone (k-NN radii, FID statistics, KID's kernel matrix
+and subset sums) for the next cell. KID is torch-fidelity's, evaluated on kernel blocks (`bench.metrics.kid`, bit
+for bit), and the matrix products run on one OpenBLAS thread (`bench.metrics.blas`, the same bits).
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def _same_float(a: float, b: float) -> bool:
 class Reference:
     """What depends on one reference set alone: its FID-layer features, the k-NN radii of its manifold (precision /
     recall; None without them) and what `FidIsKid.compute` derives from them on first use (``derived``: FID
-    statistics, KID's kernel matrix); ``dc_radii``: density/coverage's k-NN radii (None unless asked for), kept in
-    the same cache entry. A cell's accumulator holds its own, so a cell finishing on a worker thread
+    statistics, KID's `kid.ReferenceKernel`); ``dc_radii``: density/coverage's k-NN radii (None unless asked for),
+    kept in the same cache entry. A cell's accumulator holds its own, so a cell finishing on a worker thread
     while the next cell, of another dataset, starts never reads the other's."""
     features: torch.Tensor
     radii: torch.Tensor | None = None
