@@ -163,18 +163,18 @@ def kid_poly(features_1: torch.Tensor, features_2: torch.Tensor, *, kid_subsets:
     key = (n1, m, kid_subsets, rng_seed)
     kept = ref.sums.get(key)                                # the reference subsets' sums of an earlier cell
 
-    def sums(i: int, blocks: tuple | None = None) -> tuple:     # (generated, reference, cross) sums of subset i
+    def sums(i: int) -> tuple:                              # (generated, reference, cross) sums of subset i
         ix, iy = pairs[i]
-        bxx, bxy, byy = blocks or (_block(kxx, ix, ix), _block(kxy, ix, iy), None)
-        yy = kept[i] if kept is not None else _within_sum(_block(kyy, iy, iy) if byy is None else byy)
-        return _within_sum(bxx), yy, _between_sum(bxy)
+        yy = kept[i] if kept is not None else _within_sum(_block(kyy, iy, iy))
+        return _within_sum(_block(kxx, ix, ix)), yy, _between_sum(_block(kxy, ix, iy))
 
     # the invariant, checked on this call's data: subset 0's blocks as torch-fidelity computes them, and its value
+    # (from the blocks just read and checked, the kept reference sum if there is one)
     ix, iy = pairs[0]
     f1, f2 = x[ix], y[iy]
     direct = kernel(gram(f1)), kernel(gram(f1, f2)), kernel(gram(f2))
     read = _block(kxx, ix, ix), _block(kxy, ix, iy), _block(kyy, iy, iy)
-    first = sums(0, read)
+    first = (_within_sum(read[0]), kept[0] if kept is not None else _within_sum(read[2]), _between_sum(read[1]))
     if not (all(np.array_equal(a, b) for a, b in zip(read, direct)) and _unbiased(*first, m) == mmd2(*direct)):
         return kid_features_to_metric(features_1, features_2, **kwargs)
 
