@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from bench import registry
+from bench import malloc, registry
 from bench.cell import Cell, CellSpec, RunSettings, canonical_json
 from bench.data.base import DatasetError, plan_labels, prompts_for
 from bench.generation import generate, resolve_device, stream_cell
@@ -93,6 +93,7 @@ class Engine:
         """``keep_features``: `assemble` also hands back every per-sample accumulator's sorted state (the driver's
         engine of a suite with ``keep_features: true``; workers never need it: they only run shards)."""
         self.settings, self.keep_features = settings, keep_features
+        malloc.keep_freed_memory()                  # this process's allocator keeps freed activations (bench.malloc)
         for ref in settings.includes:              # the same user modules in every process
             registry.include(ref)
         self.device = resolve_device(settings.device)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bench import malloc
 from bench.tempfiles import temp_name
 
 PACKAGES = ("torch", "torchvision", "torch-fidelity", "open-clip-torch", "transformers", "diffusers", "numpy",
@@ -79,7 +80,7 @@ def environment(device: torch.device, dtype: str, numerics_mode: str = "strict")
         "git_sha": git_sha(), "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": versions(), "device": str(device), "device_name": device_name(device), "dtype": dtype,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-        "numerics": numerics(numerics_mode),
+        "numerics": numerics(numerics_mode), "malloc": malloc.state(),
     }
 
 
