@@ -20,14 +20,13 @@ environment record (`state`).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's malloc.h
-SETTINGS = {"mmap_threshold": 32 << 20, "trim_threshold": 256 << 20}
-_PARAMS = {"mmap_threshold": M_MMAP_THRESHOLD, "trim_threshold": M_TRIM_THRESHOLD}
+# (name in `state`, mallopt parameter, value)
+SETTINGS = (("mmap_threshold", M_MMAP_THRESHOLD, 32 << 20), ("trim_threshold", M_TRIM_THRESHOLD, 256 << 20))
 # glibc's own environment variables for these settings (MALLOC_<NAME>_, with the trailing underscore)
 USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
                   "MALLOC_ARENA_MAX")
@@ -38,15 +37,13 @@ _state: dict[str, Any] | None = None
 
 
 def _glibc():
-    """The process's C library when it is glibc (its ``mallopt``), else None."""
+    """The process's own C library (its ``mallopt``) when it is glibc, else None: the symbols already loaded, no
+    library search."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):    # glibc answers "glibc 2.36"
             return None
+        return ctypes.CDLL(None)
     except (AttributeError, ValueError, OSError):                        # no confstr, or not this name
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
         return None
 
 
@@ -62,25 +59,31 @@ def _left_alone(environ) -> str | None:
     return None
 
 
+def _default(reason: str) -> dict[str, Any]:
+    return {"allocator": "default", "reason": reason}
+
+
+def _apply(environ, libc) -> dict[str, Any]:
+    """Set the thresholds unless left alone; what was done, as `state` reports it."""
+    reason = _left_alone(environ)
+    if reason:
+        return _default(reason)
+    lib = _glibc() if libc is None else libc
+    if lib is None:
+        return _default("not glibc")
+    refused = [name for name, param, value in SETTINGS if lib.mallopt(param, value) != 1]
+    if refused:
+        return _default(f"mallopt refused {', '.join(refused)}")
+    return {"allocator": "glibc", **{name: value for name, _, value in SETTINGS}}
+
+
 def keep_freed_memory(environ=None, libc=None) -> dict[str, Any]:
     """Set the thresholds once per process (see the module docstring) and return `state`. ``environ`` and ``libc``
     (an object with ``mallopt``) stand in for the process's, in tests."""
     global _state
     with _lock:
-        if _state is not None:
-            return dict(_state)
-        reason = _left_alone(os.environ if environ is None else environ)
-        if reason is None:
-            lib = _glibc() if libc is None else libc
-            if lib is None:
-                reason = "not glibc"
-            else:
-                refused = [name for name, value in SETTINGS.items() if lib.mallopt(_PARAMS[name], value) != 1]
-                if not refused:
-                    _state = {"allocator": "glibc", **SETTINGS}
-                    return dict(_state)
-                reason = f"mallopt refused {', '.join(refused)}"
-        _state = {"allocator": "default", "reason": reason}
+        if _state is None:
+            _state = _apply(os.environ if environ is None else environ, libc)
         return dict(_state)
 
 
@@ -89,7 +92,7 @@ def state() -> dict[str, Any]:
     ...}``, ``{"allocator": "default", "reason": ...}``, or ``{"allocator": "default", "reason": "not set"}`` before
     any engine started."""
     with _lock:
-        return dict(_state) if _state is not None else {"allocator": "default", "reason": "not set"}
+        return dict(_state) if _state is not None else _default("not set")
 
 
 def _reset_for_tests() -> None:

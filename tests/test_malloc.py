@@ -112,7 +112,7 @@ def test_freed_activations_no_longer_come_back_as_fresh_pages():
     assert kept < pages // 30, kept               # under a third of one round: nothing faulted in again
 
 
-def test_a_runs_environment_records_what_was_done(tmp_path):
+def test_a_runs_environment_records_what_was_done():
     import torch
 
     from bench import provenance
