@@ -33,7 +33,7 @@ from bench.cell import Cell, canonical_json
 from bench.metrics.base import numerics_mode
 from bench.options import OptionsError
 from bench.runner import Runner
-from bench.store import ResultStore, StoreError
+from bench.store import WRITER_THREADS, ResultStore, StoreError
 
 KEY_SCHEMA = "rescore-key-1"
 # options that choose a metric's network, its weights or what it is fed: fixed by the kept features
@@ -124,7 +124,7 @@ class Rescorer:
         report, runner = RescoreReport(), self.runner
         if not runner.db.is_file():                  # never create an empty store for a mistyped --db
             raise StoreError(f"{runner.db}: no such result store (run `bench run SUITE` first)")
-        store = ResultStore(runner.db)
+        store = ResultStore(runner.db, threads=WRITER_THREADS)
         try:
             env = provenance.environment(runner.device, self.suite.spec.dtype, self.suite.spec.numerics)
             env["command"] = {"rescore": self.metrics, "reference": self.reference, "set": self.sets}

@@ -42,7 +42,7 @@ from bench.generation import (  # noqa: F401  (re-exported: the runner's public 
     resolve_device,
     stream_cell,
 )
-from bench.store import ResultStore, StoreError, StoreWriteError
+from bench.store import WRITER_THREADS, ResultStore, StoreError, StoreWriteError
 from bench.suite import Suite
 
 OVERWRITE = ("never", "missing", "always")
@@ -181,7 +181,7 @@ class Runner:
         env["includes"] = list(self.settings.includes)
         if self.part is not None:
             env["part"] = f"{self.part[0]}/{self.part[1]}"
-        self.store = store = ResultStore(self.db)
+        self.store = store = ResultStore(self.db, threads=WRITER_THREADS)
         try:
             self.run_id = store.begin_run(self.suite.name, self.suite.path, self.suite.sha256, env)
         except StoreWriteError:

@@ -92,3 +92,50 @@ def test_per_class_rows_stay_long_and_out_of_the_wide_table(tmp_path):
     pc = bench.per_class(db)
     assert len(pc) == 1000 and list(pc["class"][:3]) == [0, 1, 2] and set(pc["metric"]) == {"clip_score"}
     assert pc.set_index("class").loc[999, "value"] == 1019.0
+
+
+def _threads(st: ResultStore) -> int:
+    return st.con.execute("SELECT current_setting('threads')").fetchone()[0]
+
+
+def test_a_one_thread_writer_stores_the_same_rows_and_readers_keep_the_default(tmp_path):
+    """`WRITER_THREADS` only schedules the writer's statements differently: every table's rows, each float
+    included, equal those the default connection writes; a later default open has DuckDB's own thread count."""
+    import numpy as np
+
+    from bench.outputs import Output
+    from bench.store import CELL_TABLES, WRITER_THREADS
+    rng = np.random.default_rng(0)
+    fid = Output("fid", False, "FID")
+    scores = {"clip_score": (list(range(40)), rng.random(40))}
+    dumps, default = [], None
+    for name, threads in (("default", None), ("writer", WRITER_THREADS)):
+        with ResultStore(tmp_path / f"{name}.duckdb", threads=threads) as st:
+            if threads is not None:
+                assert _threads(st) == WRITER_THREADS
+            for k in range(3):
+                st.write(f"k{k}", _row(steps=k), {"fid": (1 / 3 + k, "fid_is_kid", "v1", {"a": k}, fid)},
+                         {"nfe": (0.1 * k, "evals/image")}, [(0, 1, b"png%d" % k)], scores)
+        with ResultStore(tmp_path / f"{name}.duckdb", read_only=True) as st:
+            default = _threads(st)
+            dumps.append({t: st.con.execute(f"SELECT * EXCLUDE (finished) FROM {t} ORDER BY ALL").fetchall()
+                          if t == "cells" else st.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                          for t in (*CELL_TABLES, "cells")})
+    assert default == duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    assert dumps[0] == dumps[1] and len(dumps[0]["sample_scores"]) == 120
+
+
+def test_a_run_writes_through_a_one_thread_connection(tmp_path, toy_suite_text, monkeypatch):
+    from bench import runner as runner_mod
+    from bench.store import WRITER_THREADS
+    from tests.test_runner import _suite
+    seen = []
+
+    class Spy(ResultStore):
+        def begin_run(self, *a, **kw):
+            seen.append(_threads(self))
+            return super().begin_run(*a, **kw)
+
+    monkeypatch.setattr(runner_mod, "ResultStore", Spy)
+    runner_mod.Runner(_suite(toy_suite_text()), db=tmp_path / "b.duckdb", progress=False).run()
+    assert seen == [WRITER_THREADS]
